@@ -1,0 +1,157 @@
+//! Configuration: `channelgate.yaml` → a validated [`Config`].
+//!
+//! Three stages (STYLE.md §2.3): `raw` is the serde copy of the file
+//! (unknown keys are errors, positions kept); `validate` resolves secrets,
+//! reads key files and checks every value, collecting all errors with their
+//! file:line:column; the result is a [`Config`] of domain types that the
+//! rest of the program trusts. Relative paths resolve against the config
+//! file's folder. Secrets come from the environment or files; inline
+//! `value:` secrets are refused unless `mode: development`.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::pusher::Signer;
+use crate::session::{IssuerSettings, TokenSource};
+use crate::yaml::SourceError;
+
+/// Process exit code for an invalid configuration (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Whether this is a development setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The default: inline secrets refused, error bodies never name rules.
+    Production,
+    /// Quickstart and local work: inline secrets allowed, `channelgate token`
+    /// mints tokens, error bodies name the deciding rule.
+    Development,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The config file it came from.
+    pub source: PathBuf,
+    /// Development or production.
+    pub mode: Mode,
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// TLS certificate and key files; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Pusher app id (as configured; not used for auth signatures).
+    pub app_id: String,
+    /// Pusher signing credentials.
+    pub signer: Signer,
+    /// Pusher REST API base URL, when configured.
+    pub api_url: Option<url::Url>,
+    /// Where session tokens are looked for, in order.
+    pub token_sources: Vec<TokenSource>,
+    /// JWT issuers with their keys.
+    pub issuers: Vec<IssuerSettings>,
+    /// Cross-origin settings.
+    pub cors: Cors,
+    /// Policy file or folder.
+    pub policies: PathBuf,
+    /// Largest presence `channel_data` we sign, in bytes.
+    pub max_member_bytes: usize,
+    /// HTTP endpoint settings and limits.
+    pub http: HttpSettings,
+}
+
+/// TLS PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// CORS settings.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Exact origins (`scheme://host[:port]`) allowed to call the endpoints
+    /// from a browser. Empty: no cross-origin access.
+    pub allowed_origins: Vec<String>,
+    /// Request headers a preflight may ask for (lowercase).
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Duration,
+}
+
+/// HTTP endpoint settings and limits.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Channel authorization path.
+    pub auth_path: String,
+    /// User authentication path.
+    pub user_auth_path: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time allowed for a whole request (body read and answer).
+    pub request_timeout: Duration,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most channels in one batch request.
+    pub max_batch_channels: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            auth_path: "/pusher/auth".into(),
+            user_auth_path: "/pusher/user-auth".into(),
+            max_body_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
+            max_connections: 20_000,
+            max_batch_channels: 50,
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<SourceError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![SourceError::new(path, 0, 0, format!("cannot read the config: {e}"))])
+        })?;
+        Self::from_str(path, &text)
+    }
+
+    /// Validates config text as if read from `path` (relative paths resolve
+    /// against its folder).
+    pub fn from_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let raw: raw::File = crate::yaml::from_str(path, text).map_err(ConfigErrors)?;
+        validate::validate(path, raw).map_err(ConfigErrors)
+    }
+}

@@ -1,0 +1,501 @@
+//! raw → [`Config`]: resolve secrets and files, check every value, collect
+//! every error (not just the first) with its location and a hint.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::raw::{self, SecretSource};
+use super::{Config, Cors, HttpSettings, Mode, TlsFiles};
+use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
+use crate::pusher::{MasterKey, Signer};
+use crate::secret::Secret;
+use crate::session::{IssuerSettings, KeySet, TokenSource};
+use crate::yaml::SourceError;
+
+/// Collects errors while validating one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+    mode: Mode,
+    errors: Vec<SourceError>,
+}
+
+impl Ctx<'_> {
+    fn at<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) -> &mut SourceError {
+        self.errors.push(SourceError::new(
+            self.file,
+            span.referenced.line(),
+            span.referenced.column(),
+            message,
+        ));
+        let last = self.errors.len() - 1;
+        &mut self.errors[last]
+    }
+
+    fn hint<T>(&mut self, span: &Spanned<T>, message: impl Into<String>, hint: &str) {
+        let e = self.at(span, message);
+        e.hint = Some(hint.to_owned());
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_owned() } else { self.dir.join(p) }
+    }
+
+    /// Resolves a secret source. Never puts the secret in an error.
+    fn secret(&mut self, what: &str, src: &Spanned<SecretSource>) -> Option<Secret> {
+        match &src.value {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                Ok(_) => {
+                    self.at(src, format!("{what}: environment variable `{name}` is empty"));
+                    None
+                }
+                Err(_) => {
+                    self.hint(
+                        src,
+                        format!("{what}: environment variable `{name}` is not set"),
+                        &format!("export {name}=... before starting channelgate"),
+                    );
+                    None
+                }
+            },
+            SecretSource::File(path) => {
+                let full = self.path(path);
+                match std::fs::read(&full) {
+                    Ok(mut bytes) => {
+                        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            bytes.pop();
+                        }
+                        if bytes.is_empty() {
+                            self.at(src, format!("{what}: file `{}` is empty", full.display()));
+                            return None;
+                        }
+                        Some(Secret::new(bytes))
+                    }
+                    Err(e) => {
+                        self.at(src, format!("{what}: cannot read `{}`: {e}", full.display()));
+                        None
+                    }
+                }
+            }
+            SecretSource::Value(v) => {
+                if self.mode != Mode::Development {
+                    self.hint(
+                        src,
+                        format!("{what}: inline `value:` secrets are only accepted with `mode: development`"),
+                        "use `{ env: NAME }` or `{ file: PATH }`",
+                    );
+                    return None;
+                }
+                if v.is_empty() {
+                    self.at(src, format!("{what}: the value is empty"));
+                    return None;
+                }
+                Some(Secret::new(v.as_bytes().to_vec()))
+            }
+        }
+    }
+
+    fn duration(&mut self, what: &str, v: &Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.value.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.hint(
+                    v,
+                    format!("{what}: `{}` is not a duration: {e}", v.value),
+                    "write e.g. `30s`, `5m`, `1h`",
+                );
+                default
+            }
+        }
+    }
+}
+
+pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<SourceError>> {
+    let dir = file.parent().map(Path::to_owned).unwrap_or_default();
+    let mut cx = Ctx { file, dir, mode: Mode::Production, errors: Vec::new() };
+
+    if let Some(mode) = &raw.mode {
+        match mode.value.as_str() {
+            "production" => {}
+            "development" => cx.mode = Mode::Development,
+            other => cx.hint(mode, format!("mode `{other}` is unknown"), "use `production` or `development`"),
+        }
+    }
+
+    let listen = match &raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(l) => match SocketAddr::from_str(&l.value) {
+            Ok(a) => a,
+            Err(_) => {
+                cx.hint(
+                    l,
+                    format!("listen `{}` is not an address", l.value),
+                    "write `IP:PORT`, e.g. `127.0.0.1:8080`",
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        },
+    };
+
+    let tls = raw.tls.as_ref().map(|t| {
+        let cert = cx.path(&t.value.cert.value);
+        let key = cx.path(&t.value.key.value);
+        if !cert.is_file() {
+            cx.at(&t.value.cert, format!("tls.cert: `{}` does not exist", cert.display()));
+        }
+        if !key.is_file() {
+            cx.at(&t.value.key, format!("tls.key: `{}` does not exist", key.display()));
+        }
+        TlsFiles { cert, key }
+    });
+
+    // --- pusher
+    let p = &raw.pusher.value;
+    if p.app_id.value.trim().is_empty() {
+        cx.at(&p.app_id, "pusher.app_id is empty");
+    }
+    if p.key.value.trim().is_empty() || p.key.value.contains(':') {
+        cx.at(&p.key, "pusher.key must be non-empty and hold no `:`");
+    }
+    let secret = cx.secret("pusher.secret", &p.secret);
+    let master_key = p.encryption_master_key.as_ref().and_then(|src| {
+        let bytes = cx.secret("pusher.encryption_master_key", src)?;
+        let text = String::from_utf8_lossy(bytes.expose()).trim().to_owned();
+        match MasterKey::from_base64(&text) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                cx.hint(
+                    src,
+                    format!("pusher.encryption_master_key: {e}"),
+                    "generate one with `openssl rand -base64 32`",
+                );
+                None
+            }
+        }
+    });
+    let api_url = p.api_url.as_ref().and_then(|u| match url::Url::parse(&u.value) {
+        Ok(url) if url.scheme() == "https" || url.scheme() == "http" => Some(url),
+        _ => {
+            cx.at(u, format!("pusher.api_url `{}` is not an http(s) URL", u.value));
+            None
+        }
+    });
+
+    // --- session
+    let token_sources = match &raw.session.value.token_from {
+        None => vec![TokenSource::Header(http::header::AUTHORIZATION)],
+        Some(list) if list.is_empty() => {
+            cx.at(&raw.session, "session.token_from is empty: no token could ever be found");
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .filter_map(|s| match &s.value {
+                raw::TokenFrom::Header(h) => match http::HeaderName::from_str(h) {
+                    Ok(name) => Some(TokenSource::Header(name)),
+                    Err(_) => {
+                        cx.at(s, format!("token_from: `{h}` is not a header name"));
+                        None
+                    }
+                },
+                raw::TokenFrom::Cookie(c) if !c.is_empty() => Some(TokenSource::Cookie(c.clone())),
+                raw::TokenFrom::Form(f) if !f.is_empty() => {
+                    if f == "socket_id" || f == "channel_name" {
+                        cx.at(s, format!("token_from: form field `{f}` is a Pusher field"));
+                        None
+                    } else {
+                        Some(TokenSource::Form(f.clone()))
+                    }
+                }
+                _ => {
+                    cx.at(s, "token_from: the name is empty");
+                    None
+                }
+            })
+            .collect(),
+    };
+    let issuers = validate_issuers(&mut cx, &raw.session.value.jwt);
+
+    // --- cors
+    let cors = match &raw.cors {
+        None => Cors {
+            allowed_origins: Vec::new(),
+            allowed_headers: default_headers(),
+            max_age: Duration::from_secs(600),
+        },
+        Some(c) => {
+            let mut origins = Vec::new();
+            for o in &c.allowed_origins {
+                match normalize_origin(&o.value) {
+                    Some(n) => origins.push(n),
+                    None => cx.hint(
+                        o,
+                        format!("cors.allowed_origins: `{}` is not an origin", o.value),
+                        "write `https://app.example.com` (scheme, host, optional port; no path; `*` is not allowed)",
+                    ),
+                }
+            }
+            let mut headers = default_headers();
+            for h in &c.allowed_headers {
+                let h = h.to_ascii_lowercase();
+                if !headers.contains(&h) {
+                    headers.push(h);
+                }
+            }
+            let max_age = cx.duration("cors.max_age", &c.max_age, Duration::from_secs(600));
+            Cors { allowed_origins: origins, allowed_headers: headers, max_age }
+        }
+    };
+
+    let policies = cx.path(&raw.policies.value);
+    if !policies.exists() {
+        cx.at(&raw.policies, format!("policies: `{}` does not exist", policies.display()));
+    }
+
+    let max_member_bytes =
+        raw.presence.as_ref().and_then(|p| p.max_member_bytes).unwrap_or(DEFAULT_MAX_MEMBER_BYTES);
+
+    let mut http = HttpSettings::default();
+    if let Some(h) = &raw.http {
+        for (target, value) in
+            [(&mut http.auth_path, &h.auth_path), (&mut http.user_auth_path, &h.user_auth_path)]
+        {
+            if let Some(v) = value {
+                if v.value.starts_with('/') && !v.value.contains(['?', '#', ' ']) {
+                    *target = v.value.clone();
+                } else {
+                    cx.at(v, format!("`{}` is not a path (it must start with `/`)", v.value));
+                }
+            }
+        }
+        if let Some(n) = h.max_body_bytes {
+            http.max_body_bytes = n.clamp(256, 1 << 20);
+        }
+        if let Some(n) = h.max_batch_channels {
+            http.max_batch_channels = n.clamp(1, 1000);
+        }
+        if let Some(n) = h.max_connections {
+            http.max_connections = n.max(1);
+        }
+        http.header_read_timeout =
+            cx.duration("http.header_read_timeout", &h.header_read_timeout, http.header_read_timeout);
+        http.request_timeout = cx.duration("http.request_timeout", &h.request_timeout, http.request_timeout);
+        http.tls_handshake_timeout =
+            cx.duration("http.tls_handshake_timeout", &h.tls_handshake_timeout, http.tls_handshake_timeout);
+    }
+    if http.auth_path == http.user_auth_path {
+        cx.errors.push(SourceError::new(file, 0, 0, "http.auth_path and http.user_auth_path are the same"));
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    let (Some(secret), Some(issuers)) = (secret, issuers) else {
+        // Unreachable in practice: a missing value always recorded an error.
+        return Err(vec![SourceError::new(file, 0, 0, "invalid configuration")]);
+    };
+    Ok(Config {
+        source: file.to_owned(),
+        mode: cx.mode,
+        listen,
+        tls,
+        app_id: p.app_id.value.clone(),
+        signer: Signer::new(p.key.value.clone(), secret, master_key),
+        api_url,
+        token_sources,
+        issuers,
+        cors,
+        policies,
+        max_member_bytes,
+        http,
+    })
+}
+
+fn default_headers() -> Vec<String> {
+    ["authorization", "content-type", "x-csrf-token", "x-requested-with", "x-socket-id"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// `https://App.example.com:443/` → `https://app.example.com:443`. No path,
+/// query, credentials or wildcard.
+fn normalize_origin(s: &str) -> Option<String> {
+    let url = url::Url::parse(s).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || s.contains('*') {
+        return None;
+    }
+    let origin = url.origin().ascii_serialization();
+    (origin != "null").then_some(origin)
+}
+
+fn validate_issuers(
+    cx: &mut Ctx<'_>,
+    jwt: &Spanned<raw::OneOrMany<raw::Issuer>>,
+) -> Option<Vec<IssuerSettings>> {
+    let list: Vec<&raw::Issuer> = match &jwt.value {
+        raw::OneOrMany::One(i) => vec![i],
+        raw::OneOrMany::Many(v) => v.iter().collect(),
+    };
+    if list.is_empty() {
+        cx.at(jwt, "session.jwt lists no issuer");
+        return None;
+    }
+    let several = list.len() > 1;
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let errors_before = cx.errors.len();
+    for (i, raw) in list.into_iter().enumerate() {
+        let label = if several { format!("session.jwt[{i}]") } else { "session.jwt".to_owned() };
+        if several {
+            match raw.issuer.as_deref() {
+                None => cx.hint(
+                    jwt,
+                    format!("{label}: with several issuers each needs `issuer`"),
+                    "the token's `iss` selects the entry",
+                ),
+                Some(iss) if seen.contains(&iss) => {
+                    cx.at(jwt, format!("{label}: issuer `{iss}` is listed twice")).hint = None
+                }
+                Some(iss) => seen.push(iss),
+            }
+        }
+        let mut algorithms = Vec::new();
+        for a in &raw.algorithms {
+            match jsonwebtoken::Algorithm::from_str(&a.value) {
+                Ok(alg) => algorithms.push(alg),
+                Err(_) => cx.hint(
+                    a,
+                    format!("{label}.algorithms: `{}` is not supported", a.value),
+                    "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+                ),
+            }
+        }
+        if raw.algorithms.is_empty() {
+            cx.at(jwt, format!("{label}.algorithms is empty: list the algorithms your tokens use"));
+        }
+        let sources = [
+            raw.secret.is_some(),
+            raw.public_key.is_some(),
+            raw.jwks_file.is_some(),
+            raw.jwks_url.is_some(),
+            raw.discovery.as_ref().is_some_and(|d| d.value),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources != 1 {
+            cx.hint(
+                jwt,
+                format!("{label}: give exactly one key source"),
+                "one of `secret`, `public_key`, `jwks_file` (`jwks_url` and `discovery` are not in this release)",
+            );
+            continue;
+        }
+        let keys = if let Some(s) = &raw.secret {
+            cx.secret(&format!("{label}.secret"), s).map(|secret| {
+                if secret.expose().len() < 32 && cx.mode == Mode::Production {
+                    cx.at(
+                        s,
+                        format!("{label}.secret is shorter than 32 bytes; HS256 needs at least 256 bits"),
+                    );
+                }
+                KeySet::from_secret(secret)
+            })
+        } else if let Some(pk) = &raw.public_key {
+            let (what, pem) = match &pk.value {
+                SecretSource::File(f) => {
+                    let path = cx.path(f);
+                    (path.display().to_string(), std::fs::read(&path).map_err(|e| e.to_string()))
+                }
+                SecretSource::Env(name) => (
+                    format!("${name}"),
+                    std::env::var(name).map(String::into_bytes).map_err(|_| "not set".to_owned()),
+                ),
+                SecretSource::Value(v) => ("inline value".to_owned(), Ok(v.as_bytes().to_vec())),
+            };
+            match pem {
+                Ok(pem) => match KeySet::from_pem(&pem) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        cx.at(pk, format!("{label}.public_key ({what}): {e}"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    cx.at(pk, format!("{label}.public_key: cannot read {what}: {e}"));
+                    None
+                }
+            }
+        } else if let Some(f) = &raw.jwks_file {
+            let path = cx.path(&f.value);
+            match std::fs::read(&path) {
+                Ok(json) => match KeySet::from_jwks_json(&json) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        cx.at(f, format!("{label}.jwks_file `{}`: {e}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    cx.at(f, format!("{label}.jwks_file: cannot read `{}`: {e}", path.display()));
+                    None
+                }
+            }
+        } else {
+            let span_line = raw.jwks_url.as_ref().map(|u| (u.referenced.line(), u.referenced.column()));
+            let (line, column) = span_line
+                .or_else(|| raw.discovery.as_ref().map(|d| (d.referenced.line(), d.referenced.column())))
+                .unwrap_or((0, 0));
+            cx.errors.push(
+                SourceError::new(
+                    cx.file,
+                    line,
+                    column,
+                    format!("{label}: `jwks_url` and `discovery` are not supported by this release"),
+                )
+                .with_hint("download the JWKS document and point `jwks_file` at it"),
+            );
+            None
+        };
+        let Some(keys) = keys else { continue };
+        for (alg, a) in algorithms.iter().zip(&raw.algorithms) {
+            if !keys.supports(*alg) {
+                cx.hint(
+                    a,
+                    format!("{label}.algorithms: `{}` cannot be verified with the configured key", a.value),
+                    "HS* needs `secret`; RS*/PS* an RSA key; ES256/ES384 an EC key; EdDSA an Ed25519 key",
+                );
+            }
+        }
+        let leeway = cx.duration(&format!("{label}.leeway"), &raw.leeway, Duration::from_secs(30));
+        out.push(IssuerSettings {
+            issuer: raw.issuer.clone(),
+            audience: raw
+                .audience
+                .as_ref()
+                .map(|a| match a {
+                    raw::OneOrMany::One(s) => vec![s.clone()],
+                    raw::OneOrMany::Many(v) => v.clone(),
+                })
+                .unwrap_or_default(),
+            algorithms,
+            leeway,
+            required_claims: raw
+                .required_claims
+                .clone()
+                .unwrap_or_else(IssuerSettings::default_required_claims),
+            keys,
+        });
+    }
+    (cx.errors.len() == errors_before).then_some(out)
+}

@@ -1,0 +1,220 @@
+//! HTTP: routing, CORS, and the service handed to hyper.
+//!
+//! Invariants:
+//! - the service never fails: every error is a response (a failed service
+//!   would make hyper close the connection without one);
+//! - only `error.rs` chooses error statuses and bodies;
+//! - responses to auth requests are never cached (`Cache-Control: no-store`);
+//! - the `Authorization` header, cookies and bodies are never logged.
+
+pub mod error;
+pub mod handlers;
+pub mod request;
+pub mod server;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::app::Gateway;
+use error::ApiError;
+use handlers::Audit;
+
+/// Response body type.
+pub type Body = Full<Bytes>;
+
+/// Liveness path.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness path.
+pub const READYZ: &str = "/readyz";
+const REQUEST_ID: &str = "x-request-id";
+
+/// A JSON response with the headers every answer carries.
+pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// Handles one request. Never fails.
+pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let request_id = request_id(req.headers());
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let mut audit = Audit::default();
+
+    let endpoint = if path == gw.http.auth_path {
+        Some(Endpoint::Channel)
+    } else if path == gw.http.user_auth_path {
+        Some(Endpoint::User)
+    } else {
+        None
+    };
+
+    let result: Result<Response<Body>, ApiError> = match (endpoint, &parts.method) {
+        (Some(_), &Method::OPTIONS) => Ok(preflight(&gw, &parts.headers)),
+        (Some(endpoint), &Method::POST) => {
+            match request::read(&parts.headers, body, gw.http.max_body_bytes, gw.http.request_timeout).await {
+                Ok(fields) => {
+                    let answer = match endpoint {
+                        Endpoint::Channel => handlers::channel_auth(&gw, &parts, &fields, &mut audit),
+                        Endpoint::User => handlers::user_auth(&gw, &parts, &fields, &mut audit),
+                    };
+                    answer.map(|body| json_response(StatusCode::OK, body))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Some(_), _) => Err(ApiError::MethodNotAllowed { allow: "POST, OPTIONS" }),
+        (None, &Method::GET | &Method::HEAD) if path == HEALTHZ => {
+            Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))
+        }
+        (None, &Method::GET | &Method::HEAD) if path == READYZ => Ok(readiness(&gw)),
+        (None, _) if path == HEALTHZ || path == READYZ => {
+            Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
+        }
+        (None, _) => Err(ApiError::NotFound),
+    };
+
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(
+                request_id = %request_id,
+                method = %parts.method,
+                path = %path,
+                status = e.status().as_u16(),
+                reason = e.reason(),
+                user = audit.user.as_deref().unwrap_or(""),
+                channel = audit.channel.as_deref().unwrap_or(""),
+                "request refused"
+            );
+            e.into_response(gw.mode == crate::config::Mode::Development)
+        }
+    };
+    // A refused preflight carries no grants, or the browser would go ahead.
+    if !(parts.method == Method::OPTIONS && resp.status() == StatusCode::FORBIDDEN) {
+        cors_headers(&gw, &parts.headers, resp.headers_mut());
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    tracing::debug!(
+        request_id = %request_id,
+        method = %parts.method,
+        path = %path,
+        status = resp.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(resp)
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Channel,
+    User,
+}
+
+fn readiness(gw: &Gateway) -> Response<Body> {
+    if gw.is_ready() {
+        json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#.into())
+    }
+}
+
+/// A request id: the caller's `X-Request-Id` when it is short and plain,
+/// else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return v.to_owned();
+    }
+    format!("cg-{:x}-{:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn allowed_origin<'a>(gw: &Gateway, headers: &'a HeaderMap) -> Option<&'a str> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    gw.cors.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)).then_some(origin)
+}
+
+/// Adds the CORS headers for an allowed origin. Credentials are allowed
+/// (for teams that send cookies cross-origin), so the origin is echoed,
+/// never `*`.
+fn cors_headers(gw: &Gateway, req: &HeaderMap, resp: &mut HeaderMap) {
+    resp.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = allowed_origin(gw, req)
+        && let Ok(v) = HeaderValue::from_str(origin)
+    {
+        resp.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        resp.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+}
+
+/// Answers `OPTIONS`: a CORS preflight from an allowed origin for `POST`
+/// with allowed headers gets 204 and the grants; a refused preflight gets
+/// 403 without them (the browser then blocks the request).
+fn preflight(gw: &Gateway, headers: &HeaderMap) -> Response<Body> {
+    let Some(method) = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD) else {
+        let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        return resp;
+    };
+    let refuse = |why: &str| {
+        tracing::info!(reason = why, "CORS preflight refused");
+        ApiError::Forbidden {
+            reason: "cors_refused",
+            message: format!("CORS preflight refused: {why}"),
+            rule: None,
+        }
+        .into_response(false)
+    };
+    if allowed_origin(gw, headers).is_none() {
+        return refuse("origin not allowed");
+    }
+    if method.as_bytes() != b"POST" {
+        return refuse("only POST is allowed");
+    }
+    let mut requested = Vec::new();
+    for value in headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        let Ok(value) = value.to_str() else { return refuse("unreadable header list") };
+        for h in value.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()) {
+            if !gw.cors.allowed_headers.contains(&h) {
+                return refuse("a requested header is not allowed");
+            }
+            requested.push(h);
+        }
+    }
+    let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
+    let h = resp.headers_mut();
+    h.remove(header::CONTENT_TYPE);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    if !requested.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&requested.join(", "))
+    {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&gw.cors.max_age.as_secs().to_string()) {
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
+    }
+    resp
+}

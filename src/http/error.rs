@@ -1,0 +1,142 @@
+//! The one place that turns failures into HTTP statuses and error bodies
+//! (DESIGN §1, §10). Bodies are `{"error": "...", "reason": "..."}`; 401s
+//! carry `WWW-Authenticate` (RFC 6750). Nothing here echoes request input,
+//! claims or key material.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::Body;
+use crate::policy::DenyReason;
+use crate::pusher::ProtocolError;
+use crate::session::AuthError;
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    BadRequest { reason: &'static str, message: String },
+    /// 401: no usable session.
+    Unauthorized(AuthError),
+    /// 403: the policy (or the configuration) refuses.
+    Forbidden { reason: &'static str, message: String, rule: Option<String> },
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: wrong method; `allow` lists the right ones.
+    MethodNotAllowed { allow: &'static str },
+    /// 408: the body did not arrive in time.
+    Timeout,
+    /// 413: the body is over the limit.
+    PayloadTooLarge { limit: usize },
+    /// 415: not form-encoded or JSON.
+    UnsupportedMediaType,
+}
+
+impl ApiError {
+    /// 400 with a reason code.
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { reason, message: message.into() }
+    }
+
+    /// 400 from a protocol parse error.
+    pub fn protocol(e: &ProtocolError) -> Self {
+        ApiError::bad_request(e.reason(), e.to_string())
+    }
+
+    /// 403 from a policy denial.
+    pub fn denied(reason: &DenyReason, rule: Option<&str>) -> Self {
+        ApiError::Forbidden {
+            reason: reason.code(),
+            message: public_deny_message(reason),
+            rule: rule.map(str::to_owned),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The stable reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { reason, .. } | ApiError::Forbidden { reason, .. } => reason,
+            ApiError::Unauthorized(e) => e.reason(),
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Timeout => "request_timeout",
+            ApiError::PayloadTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+
+    /// The message for a person.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest { message, .. } | ApiError::Forbidden { message, .. } => message.clone(),
+            ApiError::Unauthorized(e) => e.to_string(),
+            ApiError::NotFound => "no such endpoint".into(),
+            ApiError::MethodNotAllowed { allow } => format!("use {allow}"),
+            ApiError::Timeout => "the request body did not arrive in time".into(),
+            ApiError::PayloadTooLarge { limit } => format!("the request body is over {limit} bytes"),
+            ApiError::UnsupportedMediaType => {
+                "send application/x-www-form-urlencoded (as pusher-js does) or application/json".into()
+            }
+        }
+    }
+
+    /// Builds the response. `show_rule` (development mode only) adds the
+    /// deciding rule's name to 403 bodies.
+    pub fn into_response(self, show_rule: bool) -> Response<Body> {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.message().into());
+        body.insert("reason".into(), self.reason().into());
+        if let (true, ApiError::Forbidden { rule: Some(rule), .. }) = (show_rule, &self) {
+            body.insert("rule".into(), rule.clone().into());
+        }
+        let mut resp = super::json_response(self.status(), serde_json::Value::Object(body).to_string());
+        let headers = resp.headers_mut();
+        match &self {
+            ApiError::Unauthorized(AuthError::MissingToken) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"channelgate\""),
+                );
+            }
+            ApiError::Unauthorized(e) => {
+                let v = format!(
+                    "Bearer realm=\"channelgate\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.reason()
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// What a client is told about a denial: the reason, never rule internals or
+/// claim values (those go to the audit log).
+fn public_deny_message(reason: &DenyReason) -> String {
+    match reason {
+        DenyReason::NoRuleMatched => "no rule allows this channel".into(),
+        DenyReason::RuleDenied => "the policy refuses this channel".into(),
+        DenyReason::RuleError(_) => "the policy could not decide; access refused".into(),
+        DenyReason::InvalidUserId(_) => "the session gives no usable user id".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,211 @@
+//! The auth endpoints: parse → session → policy → sign.
+//!
+//! Order of checks, so the status tells a client what to do: malformed
+//! input (400) before the session (401) before the policy (403). Nothing is
+//! signed unless the policy allowed it; every decision leaves one audit line.
+
+use std::time::Instant;
+
+use http::request::Parts;
+
+use super::error::ApiError;
+use super::request::Fields;
+use crate::app::Gateway;
+use crate::policy::value::object_to_cel;
+use crate::policy::{Decision, Request};
+use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
+use crate::session::{Claims, extract_token};
+
+/// What a request did, for the audit line.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// Verified `sub`, when there is one.
+    pub user: Option<String>,
+    /// Channel(s) asked for.
+    pub channel: Option<String>,
+    /// The deciding rule.
+    pub rule: Option<String>,
+}
+
+/// `POST /pusher/auth`: one channel, or a batch (`channel_name[N]`).
+pub fn channel_auth(
+    gw: &Gateway,
+    parts: &Parts,
+    fields: &Fields,
+    audit: &mut Audit,
+) -> Result<String, ApiError> {
+    let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
+    let single = fields.one("channel_name")?;
+    let batch = fields.batch_channels()?;
+    match (single, batch.is_empty()) {
+        (Some(name), true) => {
+            let channel = parse_channel(name)?;
+            audit.channel = Some(channel.as_str().to_owned());
+            let claims = session(gw, parts, fields, audit)?;
+            let token = object_to_cel(claims.as_map());
+            let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+            decide(gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
+        }
+        (None, false) => {
+            if batch.len() > gw.http.max_batch_channels {
+                return Err(ApiError::bad_request(
+                    "batch_too_large",
+                    format!("at most {} channels per batch", gw.http.max_batch_channels),
+                ));
+            }
+            audit.channel = Some(batch.join(","));
+            let claims = session(gw, parts, fields, audit)?;
+            let token = object_to_cel(claims.as_map());
+            let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+            let mut out = String::from("{");
+            for (i, name) in batch.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                js_json::write_str(&mut out, name);
+                out.push(':');
+                let result = parse_channel(name).and_then(|c| decide(gw, &request, &socket, &c, audit));
+                match result {
+                    Ok(auth) => out.push_str(&auth.to_json()),
+                    Err(e) => {
+                        let entry = serde_json::json!({
+                            "status": e.status().as_u16(),
+                            "error": e.message(),
+                            "reason": e.reason(),
+                        });
+                        out.push_str(&entry.to_string());
+                    }
+                }
+            }
+            out.push('}');
+            Ok(out)
+        }
+        (Some(_), false) => Err(ApiError::bad_request(
+            "invalid_field",
+            "send either `channel_name` or `channel_name[N]` fields, not both",
+        )),
+        (None, true) => Err(ApiError::bad_request("missing_field", "`channel_name` is missing")),
+    }
+}
+
+/// `POST /pusher/user-auth`: sign-in.
+pub fn user_auth(
+    gw: &Gateway,
+    parts: &Parts,
+    fields: &Fields,
+    audit: &mut Audit,
+) -> Result<String, ApiError> {
+    let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
+    let claims = session(gw, parts, fields, audit)?;
+    let token = object_to_cel(claims.as_map());
+    let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+    let started = Instant::now();
+    let decision = gw.policy.authenticate_user(&request, None);
+    log_decision(audit, "signin", &decision, started);
+    match decision {
+        Decision::Allow { data: Some(user_data), .. } => {
+            Ok(gw.signer.authenticate_user(&socket, &user_data).to_json())
+        }
+        Decision::Allow { data: None, .. } => {
+            Err(ApiError::denied(&crate::policy::DenyReason::InvalidUserId("no user data".into()), None))
+        }
+        Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
+    }
+}
+
+fn parse_channel(name: &str) -> Result<ChannelName, ApiError> {
+    let channel = ChannelName::parse(name).map_err(|e| ApiError::protocol(&e))?;
+    if channel.kind() == ChannelKind::Public {
+        return Err(ApiError::bad_request(
+            "public_channel",
+            "public channels need no authorization; only private-, presence- and private-encrypted- channels are signed",
+        ));
+    }
+    Ok(channel)
+}
+
+fn origin(parts: &Parts) -> Option<&str> {
+    parts.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
+}
+
+/// Finds and verifies the session token.
+fn session(gw: &Gateway, parts: &Parts, fields: &Fields, audit: &mut Audit) -> Result<Claims, ApiError> {
+    let (token, _origin) =
+        extract_token(&gw.token_sources, &parts.headers, &fields.pairs).map_err(ApiError::Unauthorized)?;
+    let claims = gw.verifier.verify(token).map_err(ApiError::Unauthorized)?;
+    audit.user = claims.sub().map(str::to_owned);
+    Ok(claims)
+}
+
+/// Decides one channel and signs it when allowed.
+fn decide(
+    gw: &Gateway,
+    request: &Request<'_>,
+    socket: &SocketId,
+    channel: &ChannelName,
+    audit: &mut Audit,
+) -> Result<crate::pusher::ChannelAuth, ApiError> {
+    if channel.kind() == ChannelKind::PrivateEncrypted && !gw.signer.has_master_key() {
+        tracing::warn!(channel = %channel, "encrypted channel requested but no encryption_master_key is configured");
+        return Err(ApiError::Forbidden {
+            reason: "encryption_not_configured",
+            message: "encrypted channels are not enabled on this gateway".into(),
+            rule: None,
+        });
+    }
+    let started = Instant::now();
+    let decision = gw.policy.authorize_channel(request, channel, None);
+    audit.rule = decision.rule().map(str::to_owned);
+    log_channel_decision(audit, channel, &decision, started);
+    match decision {
+        Decision::Allow { data, .. } => {
+            gw.signer.authorize_channel(socket, channel, data.as_deref()).map_err(|e| match e {
+                SignError::PublicChannel => {
+                    ApiError::bad_request("public_channel", "public channels are not signed")
+                }
+                SignError::NoMasterKey => ApiError::Forbidden {
+                    reason: "encryption_not_configured",
+                    message: "encrypted channels are not enabled on this gateway".into(),
+                    rule: None,
+                },
+            })
+        }
+        Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
+    }
+}
+
+fn log_channel_decision(audit: &Audit, channel: &ChannelName, decision: &Decision, started: Instant) {
+    let (result, reason, detail) = outcome(decision);
+    tracing::info!(
+        target: "channelgate::audit",
+        user = audit.user.as_deref().unwrap_or(""),
+        channel = channel.as_str(),
+        rule = decision.rule().unwrap_or(""),
+        decision = result,
+        reason,
+        detail,
+        eval_us = started.elapsed().as_micros() as u64,
+        "channel decision"
+    );
+}
+
+fn log_decision(audit: &Audit, what: &str, decision: &Decision, started: Instant) {
+    let (result, reason, detail) = outcome(decision);
+    tracing::info!(
+        target: "channelgate::audit",
+        user = audit.user.as_deref().unwrap_or(""),
+        kind = what,
+        decision = result,
+        reason,
+        detail,
+        eval_us = started.elapsed().as_micros() as u64,
+        "signin decision"
+    );
+}
+
+fn outcome(decision: &Decision) -> (&'static str, &'static str, String) {
+    match decision {
+        Decision::Allow { .. } => ("allow", "", String::new()),
+        Decision::Deny { reason, .. } => ("deny", reason.code(), reason.to_string()),
+    }
+}

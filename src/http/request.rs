@@ -1,0 +1,243 @@
+//! Reading an auth request body: the form encoding pusher-js sends
+//! (`socket_id=…&channel_name=…` plus any `params`), or a JSON object.
+//! Both become the same list of string pairs; duplicates are kept so that a
+//! duplicated `socket_id`/`channel_name` can be refused, never silently
+//! resolved one way or the other.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, Limited};
+
+use super::error::ApiError;
+
+/// Decoded body fields, in the order they were sent.
+#[derive(Debug, Default)]
+pub struct Fields {
+    /// Every `(name, value)` pair. JSON values that are not strings are left
+    /// out, except for the Pusher fields, which must be strings.
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Fields {
+    /// The single value of `name`: `None` when absent, 400 when repeated.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = None;
+        for (k, v) in &self.pairs {
+            if k == name {
+                if found.is_some() {
+                    return Err(ApiError::bad_request(
+                        "duplicate_field",
+                        format!("`{name}` is sent more than once"),
+                    ));
+                }
+                found = Some(v.as_str());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The single value of `name`, required.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.one(name)?.ok_or_else(|| ApiError::bad_request("missing_field", format!("`{name}` is missing")))
+    }
+
+    /// Batch channel names (`channel_name[0]`, `channel_name[1]`, …, the
+    /// pusher-js-auth plugin's format), in index order. Empty when none.
+    pub fn batch_channels(&self) -> Result<Vec<&str>, ApiError> {
+        let mut indexed: Vec<(usize, &str)> = Vec::new();
+        for (k, v) in &self.pairs {
+            let Some(rest) = k.strip_prefix("channel_name[") else { continue };
+            let index = rest
+                .strip_suffix(']')
+                .filter(|i| !i.is_empty() && i.len() <= 4 && i.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|i| i.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_field", "batch fields are `channel_name[N]`")
+                })?;
+            if indexed.iter().any(|(i, _)| *i == index) {
+                return Err(ApiError::bad_request(
+                    "duplicate_field",
+                    format!("`channel_name[{index}]` is sent more than once"),
+                ));
+            }
+            indexed.push((index, v.as_str()));
+        }
+        indexed.sort_by_key(|(i, _)| *i);
+        Ok(indexed.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+/// The body encodings we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Form,
+    Json,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType);
+    };
+    if headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let ct = ct.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-www-form-urlencoded" => Ok(Encoding::Form),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// Reads and decodes the body: content type first (415), then the size
+/// limit (413, checked against `Content-Length` before reading and while
+/// reading), then the time limit (408), then the syntax (400).
+pub async fn read<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Fields, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let enc = encoding(headers)?;
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+        && len.parse::<u64>().map_or(true, |n| n > limit as u64)
+    {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::Timeout)?;
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        Err(_) => return Err(ApiError::bad_request("invalid_body", "the request body could not be read")),
+    };
+    match enc {
+        Encoding::Form => parse_form(&bytes),
+        Encoding::Json => parse_json(&bytes),
+    }
+}
+
+/// Form decoding. Keys and values must be UTF-8 after percent-decoding.
+pub fn parse_form(bytes: &[u8]) -> Result<Fields, ApiError> {
+    let mut pairs = Vec::new();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
+            return Err(ApiError::bad_request("invalid_body", "the form is not valid UTF-8"));
+        }
+        pairs.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(Fields { pairs })
+}
+
+/// JSON decoding: a flat object. Duplicated keys are kept (and refused later
+/// for the Pusher fields); the Pusher fields must be strings.
+pub fn parse_json(bytes: &[u8]) -> Result<Fields, ApiError> {
+    let entries: JsonPairs = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_body", "the body is not a JSON object"))?;
+    let mut pairs = Vec::with_capacity(entries.0.len());
+    for (k, v) in entries.0 {
+        match v {
+            serde_json::Value::String(s) => pairs.push((k, s)),
+            _ if k == "socket_id" || k == "channel_name" || k.starts_with("channel_name[") => {
+                return Err(ApiError::bad_request("invalid_field", format!("`{k}` must be a string")));
+            }
+            _ => {}
+        }
+    }
+    Ok(Fields { pairs })
+}
+
+/// A JSON object as a list of entries, duplicates kept.
+struct JsonPairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for JsonPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<JsonPairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = a.next_entry::<String, serde_json::Value>()? {
+                    if out.len() >= 256 {
+                        return Err(serde::de::Error::custom("too many fields"));
+                    }
+                    out.push(entry);
+                }
+                Ok(JsonPairs(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_as_pusher_js_sends_it() {
+        let f = parse_form(
+            b"socket_id=1234.5678&channel_name=presence-a_b-c%3Dd%40e%2Cf.g%3Bh&token=abc&a=1&a=2",
+        )
+        .unwrap();
+        assert_eq!(f.required("socket_id").unwrap(), "1234.5678");
+        assert_eq!(f.required("channel_name").unwrap(), "presence-a_b-c=d@e,f.g;h");
+        assert_eq!(f.one("token").unwrap(), Some("abc"));
+        assert_eq!(f.one("a").unwrap_err().reason(), "duplicate_field");
+        assert_eq!(f.required("missing").unwrap_err().reason(), "missing_field");
+    }
+
+    #[test]
+    fn form_rejects_invalid_utf8() {
+        assert_eq!(parse_form(b"socket_id=%FF").unwrap_err().reason(), "invalid_body");
+    }
+
+    #[test]
+    fn json_keeps_duplicates_and_wants_strings() {
+        let f = parse_json(br#"{"socket_id":"1.2","socket_id":"3.4"}"#).unwrap();
+        assert_eq!(f.one("socket_id").unwrap_err().reason(), "duplicate_field");
+        assert_eq!(parse_json(br#"{"socket_id":1.2}"#).unwrap_err().reason(), "invalid_field");
+        assert_eq!(parse_json(br#"["a"]"#).unwrap_err().reason(), "invalid_body");
+        assert_eq!(parse_json(b"{").unwrap_err().reason(), "invalid_body");
+        let f = parse_json(br#"{"channel_name":"private-a","extra":{"x":1}}"#).unwrap();
+        assert_eq!(f.pairs.len(), 1);
+    }
+
+    #[test]
+    fn batch_fields_in_index_order() {
+        let f =
+            parse_form(b"socket_id=1.2&channel_name%5B1%5D=private-b&channel_name%5B0%5D=private-a").unwrap();
+        assert_eq!(f.batch_channels().unwrap(), vec!["private-a", "private-b"]);
+        let f = parse_form(b"channel_name%5Bx%5D=a").unwrap();
+        assert_eq!(f.batch_channels().unwrap_err().reason(), "invalid_field");
+        let f = parse_form(b"channel_name%5B0%5D=a&channel_name%5B0%5D=b").unwrap();
+        assert_eq!(f.batch_channels().unwrap_err().reason(), "duplicate_field");
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=UTF-8".parse().unwrap());
+        assert_eq!(encoding(&h), Ok(Encoding::Form));
+        h.insert(header::CONTENT_TYPE, "Application/JSON".parse().unwrap());
+        assert_eq!(encoding(&h), Ok(Encoding::Json));
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+        h.insert(header::CONTENT_TYPE, "multipart/form-data; boundary=x".parse().unwrap());
+        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+    }
+}

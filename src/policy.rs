@@ -1,0 +1,123 @@
+//! Policies: ordered channel rules and the sign-in rule, decided with CEL.
+//!
+//! A [`Policy`] is compiled once from YAML (see `compile`) and then only
+//! evaluated. Invariants:
+//! - evaluation is pure: no I/O, no clock, no panics; the same request gives
+//!   the same [`Decision`];
+//! - default deny: a channel no rule matches is refused (`no_rule_matched`),
+//!   an `allow` that errors or is not a bool refuses (`rule_error`), and
+//!   sign-in without a `user:` block is refused (`signin_disabled`);
+//! - the first rule whose pattern matches the channel decides; later rules
+//!   are not consulted, whatever the first one says;
+//! - `user_info` holds only the fields the policy names; a presence
+//!   `channel_data` larger than the configured limit is refused, never
+//!   signed.
+
+pub mod pattern;
+pub mod testing;
+pub mod value;
+
+mod compile;
+mod eval;
+mod raw;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use eval::{Decision, DenyReason, Request, Trace, TraceStep};
+
+use self::pattern::Pattern;
+
+/// Default cap on a presence `channel_data` string, in bytes (Pusher's own
+/// member limit is 1 KB).
+pub const DEFAULT_MAX_MEMBER_BYTES: usize = 1024;
+
+/// A compiled policy set.
+pub struct Policy {
+    rules: Vec<Rule>,
+    user: Option<UserRule>,
+    root: cel::Context<'static, 'static>,
+    max_member_bytes: usize,
+}
+
+/// Where a rule was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Policy file.
+    pub file: PathBuf,
+    /// 1-based line of the rule.
+    pub line: u64,
+}
+
+/// A compiled channel rule.
+pub struct Rule {
+    name: Arc<str>,
+    pattern: Pattern,
+    allow: Expression,
+    presence: Option<PresenceSpec>,
+    origin: Origin,
+}
+
+impl Rule {
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rule's channel pattern.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// Where the rule was written.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+/// A compiled CEL expression and its source text.
+struct Expression {
+    source: String,
+    program: cel::Program,
+}
+
+struct PresenceSpec {
+    user_id: Expression,
+    user_info: Option<Vec<(String, Expression)>>,
+}
+
+struct UserRule {
+    id: Expression,
+    allow: Option<Expression>,
+    user_info: Option<Vec<(String, Expression)>>,
+    watchlist: Option<Expression>,
+}
+
+impl Policy {
+    /// The rules, in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether a `user:` block allows sign-in at all.
+    pub fn signin_enabled(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// The presence member-size cap in force.
+    pub fn max_member_bytes(&self) -> usize {
+        self.max_member_bytes
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("rules", &self.rules.iter().map(|r| &*r.name).collect::<Vec<_>>())
+            .field("signin", &self.user.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

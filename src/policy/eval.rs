@@ -1,0 +1,349 @@
+//! Evaluating a compiled policy. Pure: no I/O, no clock, no panics.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use cel::Value;
+use cel::objects::Key;
+
+use super::value::{cel_to_json, type_name};
+use super::{Expression, Policy, Rule};
+use crate::pusher::{ChannelName, SocketId, js_json};
+
+/// Longest user id we sign (presence `user_id` and sign-in `id`).
+const MAX_USER_ID_BYTES: usize = 200;
+
+/// The facts a decision may use, besides the channel.
+pub struct Request<'a> {
+    /// The verified claims as a CEL map (`token`).
+    pub token: &'a Value,
+    /// The requesting socket (`socket_id`).
+    pub socket_id: &'a SocketId,
+    /// The request's `Origin` header, if any (`request.origin`).
+    pub origin: Option<&'a str>,
+}
+
+/// The outcome of evaluating a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed. `data` is the exact string to return and sign: the presence
+    /// `channel_data`, or the sign-in `user_data`; `None` for private channels.
+    Allow {
+        /// The rule that allowed (`None` for sign-in).
+        rule: Option<Arc<str>>,
+        /// `channel_data` / `user_data`, serialized.
+        data: Option<String>,
+    },
+    /// Refused.
+    Deny {
+        /// The rule that decided, if one matched.
+        rule: Option<Arc<str>>,
+        /// Why.
+        reason: DenyReason,
+    },
+}
+
+impl Decision {
+    /// Whether this allows.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The deciding rule's name, if any.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { rule, .. } | Decision::Deny { rule, .. } => rule.as_deref(),
+        }
+    }
+}
+
+/// Why a policy refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No rule's pattern matched the channel (default deny).
+    NoRuleMatched,
+    /// The matching rule's `allow` was false.
+    RuleDenied,
+    /// An expression failed or gave the wrong type. The text names the
+    /// expression and the CEL error, never a claim value.
+    RuleError(String),
+    /// The user id expression gave no usable id.
+    InvalidUserId(String),
+    /// The presence `channel_data` is larger than the member-size limit.
+    PresenceDataTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Sign-in has no `user:` block.
+    SigninDisabled,
+}
+
+impl DenyReason {
+    /// Stable reason code for the error body and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::NoRuleMatched => "no_rule_matched",
+            DenyReason::RuleDenied => "rule_denied",
+            DenyReason::RuleError(_) => "rule_error",
+            DenyReason::InvalidUserId(_) => "invalid_user_id",
+            DenyReason::PresenceDataTooLarge { .. } => "presence_data_too_large",
+            DenyReason::SigninDisabled => "signin_disabled",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::NoRuleMatched => f.write_str("no rule matches this channel"),
+            DenyReason::RuleDenied => f.write_str("the policy refuses this channel"),
+            DenyReason::RuleError(m) => write!(f, "the policy could not decide: {m}"),
+            DenyReason::InvalidUserId(m) => write!(f, "no usable user id: {m}"),
+            DenyReason::PresenceDataTooLarge { size, max } => {
+                write!(f, "presence data is {size} bytes, over the {max}-byte member limit")
+            }
+            DenyReason::SigninDisabled => f.write_str("user sign-in is not enabled"),
+        }
+    }
+}
+
+/// What an evaluation looked at, for `channelgate explain`. It may hold
+/// claim values: it is printed for the person who supplied the claims and
+/// never logged.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// Rules tried before the deciding one, with why they did not match.
+    pub skipped: Vec<String>,
+    /// The rule that matched.
+    pub rule: Option<String>,
+    /// Captures of the matching pattern.
+    pub captures: Vec<(String, String)>,
+    /// Each expression evaluated.
+    pub steps: Vec<TraceStep>,
+}
+
+/// One evaluated expression.
+#[derive(Debug, Clone)]
+pub struct TraceStep {
+    /// Which expression (`allow`, `presence.user_info.name`, ...).
+    pub what: String,
+    /// Its source text.
+    pub source: String,
+    /// The value (as JSON-ish text) or the error.
+    pub outcome: Result<String, String>,
+}
+
+impl Policy {
+    /// Decides whether `request` may join `channel`, and builds the presence
+    /// `channel_data` when it may.
+    pub fn authorize_channel(
+        &self,
+        request: &Request<'_>,
+        channel: &ChannelName,
+        mut trace: Option<&mut Trace>,
+    ) -> Decision {
+        let Some((rule, captures)) = self.find_rule(channel, trace.as_deref_mut()) else {
+            return Decision::Deny { rule: None, reason: DenyReason::NoRuleMatched };
+        };
+        if let Some(t) = trace.as_deref_mut() {
+            t.rule = Some(rule.name.to_string());
+            t.captures = captures.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        }
+        let mut ctx = self.root.new_inner_scope();
+        bind_common(&mut ctx, request);
+        ctx.add_variable_from_value("channel", channel.as_str());
+        for (name, value) in &captures {
+            ctx.add_variable_from_value(*name, *value);
+        }
+        let deny = |reason| Decision::Deny { rule: Some(rule.name.clone()), reason };
+
+        match eval_bool(&ctx, "allow", &rule.allow, trace.as_deref_mut()) {
+            Ok(true) => {}
+            Ok(false) => return deny(DenyReason::RuleDenied),
+            Err(e) => return deny(DenyReason::RuleError(e)),
+        }
+        let Some(presence) = &rule.presence else {
+            return Decision::Allow { rule: Some(rule.name.clone()), data: None };
+        };
+        let user_id = match eval(&ctx, "presence.user_id", &presence.user_id, trace.as_deref_mut())
+            .and_then(|v| user_id_string(&v, false))
+        {
+            Ok(id) => id,
+            Err(e) => return deny(DenyReason::InvalidUserId(e)),
+        };
+        let mut data = serde_json::Map::new();
+        data.insert("user_id".into(), serde_json::Value::String(user_id));
+        if let Some(fields) = &presence.user_info {
+            let info = eval_fields(&ctx, "presence.user_info", fields, trace);
+            data.insert("user_info".into(), serde_json::Value::Object(info));
+        }
+        let channel_data = js_json::to_string(&serde_json::Value::Object(data));
+        if channel_data.len() > self.max_member_bytes {
+            return deny(DenyReason::PresenceDataTooLarge {
+                size: channel_data.len(),
+                max: self.max_member_bytes,
+            });
+        }
+        Decision::Allow { rule: Some(rule.name.clone()), data: Some(channel_data) }
+    }
+
+    /// Decides whether `request` may sign in, and builds its `user_data`.
+    pub fn authenticate_user(&self, request: &Request<'_>, mut trace: Option<&mut Trace>) -> Decision {
+        let Some(user) = &self.user else {
+            return Decision::Deny { rule: None, reason: DenyReason::SigninDisabled };
+        };
+        let mut ctx = self.root.new_inner_scope();
+        bind_common(&mut ctx, request);
+        let deny = |reason| Decision::Deny { rule: None, reason };
+        if let Some(allow) = &user.allow {
+            match eval_bool(&ctx, "user.allow", allow, trace.as_deref_mut()) {
+                Ok(true) => {}
+                Ok(false) => return deny(DenyReason::RuleDenied),
+                Err(e) => return deny(DenyReason::RuleError(e)),
+            }
+        }
+        let id = match eval(&ctx, "user.id", &user.id, trace.as_deref_mut())
+            .and_then(|v| user_id_string(&v, true))
+        {
+            Ok(id) => id,
+            Err(e) => return deny(DenyReason::InvalidUserId(e)),
+        };
+        let mut data = serde_json::Map::new();
+        data.insert("id".into(), serde_json::Value::String(id));
+        if let Some(fields) = &user.user_info {
+            let info = eval_fields(&ctx, "user.user_info", fields, trace.as_deref_mut());
+            data.insert("user_info".into(), serde_json::Value::Object(info));
+        }
+        if let Some(watchlist) = &user.watchlist {
+            match eval(&ctx, "user.watchlist", watchlist, trace).and_then(|v| string_list(&v)) {
+                Ok(list) => {
+                    data.insert("watchlist".into(), serde_json::Value::Array(list));
+                }
+                // An absent claim leaves the watchlist out, as for user_info fields.
+                Err(e) => tracing::debug!(error = %e, "watchlist left out"),
+            }
+        }
+        Decision::Allow { rule: None, data: Some(js_json::to_string(&serde_json::Value::Object(data))) }
+    }
+
+    fn find_rule<'c>(
+        &self,
+        channel: &'c ChannelName,
+        mut trace: Option<&mut Trace>,
+    ) -> Option<(&Rule, Vec<(&str, &'c str)>)> {
+        for rule in &self.rules {
+            if let Some(captures) = rule.pattern.matches(channel) {
+                return Some((rule, captures));
+            }
+            if let Some(t) = trace.as_deref_mut() {
+                t.skipped.push(format!("{}: `{}` does not match", rule.name, rule.pattern.as_str()));
+            }
+        }
+        None
+    }
+}
+
+fn bind_common(ctx: &mut cel::Context<'_, '_>, request: &Request<'_>) {
+    ctx.add_variable_from_value("token", request.token.clone());
+    ctx.add_variable_from_value("socket_id", request.socket_id.as_str());
+    let mut req: HashMap<Key, Value> = HashMap::with_capacity(1);
+    req.insert(
+        Key::String(Arc::new("origin".to_owned())),
+        request.origin.map_or(Value::Null, |o| Value::String(Arc::new(o.to_owned()))),
+    );
+    ctx.add_variable_from_value("request", Value::from(req));
+}
+
+fn eval(
+    ctx: &cel::Context<'_, '_>,
+    what: &str,
+    expr: &Expression,
+    trace: Option<&mut Trace>,
+) -> Result<Value, String> {
+    let result = expr.program.execute(ctx).map_err(|e| format!("`{what}` failed: {e}"));
+    if let Some(t) = trace {
+        t.steps.push(TraceStep {
+            what: what.to_owned(),
+            source: expr.source.clone(),
+            outcome: match &result {
+                Ok(v) => Ok(cel_to_json(v).map_or_else(|| format!("<{}>", type_name(v)), |j| j.to_string())),
+                Err(e) => Err(e.clone()),
+            },
+        });
+    }
+    result
+}
+
+fn eval_bool(
+    ctx: &cel::Context<'_, '_>,
+    what: &str,
+    expr: &Expression,
+    trace: Option<&mut Trace>,
+) -> Result<bool, String> {
+    match eval(ctx, what, expr, trace)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(format!("`{what}` gave a {}, not a bool", type_name(&other))),
+    }
+}
+
+/// Evaluates `user_info` fields; a field whose expression fails (an absent
+/// claim) is left out.
+fn eval_fields(
+    ctx: &cel::Context<'_, '_>,
+    what: &str,
+    fields: &[(String, Expression)],
+    mut trace: Option<&mut Trace>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::with_capacity(fields.len());
+    for (name, expr) in fields {
+        let label = format!("{what}.{name}");
+        match eval(ctx, &label, expr, trace.as_deref_mut()) {
+            Ok(v) => match cel_to_json(&v) {
+                Some(j) => {
+                    out.insert(name.clone(), j);
+                }
+                None => tracing::debug!(field = %label, "user_info field has no JSON form; left out"),
+            },
+            Err(e) => tracing::debug!(field = %label, error = %e, "user_info field left out"),
+        }
+    }
+    out
+}
+
+/// A user id from a CEL value: a non-empty string (or an integer, written in
+/// decimal). Sign-in ids must also be usable in `#server-to-user-<id>`, so
+/// they are held to the channel-name character set.
+fn user_id_string(v: &Value, signin: bool) -> Result<String, String> {
+    let id = match v {
+        Value::String(s) => s.as_str().to_owned(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        other => return Err(format!("the id is a {}, not a string", type_name(other))),
+    };
+    if id.is_empty() {
+        return Err("the id is empty".into());
+    }
+    if id.len() > MAX_USER_ID_BYTES {
+        return Err(format!("the id is longer than {MAX_USER_ID_BYTES} bytes"));
+    }
+    if signin && !id.chars().all(|c| c.is_ascii_alphanumeric() || "_-=@,.;".contains(c)) {
+        return Err("a sign-in id may only hold A-Z a-z 0-9 and _-=@,.;".into());
+    }
+    Ok(id)
+}
+
+fn string_list(v: &Value) -> Result<Vec<serde_json::Value>, String> {
+    match v {
+        Value::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(serde_json::Value::String(s.as_str().to_owned())),
+                other => Err(format!("watchlist holds a {}, not a string", type_name(other))),
+            })
+            .collect(),
+        other => Err(format!("watchlist is a {}, not a list", type_name(other))),
+    }
+}

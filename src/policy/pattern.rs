@@ -1,0 +1,350 @@
+//! Channel-name patterns: `private-user-{user}`, `presence-room-{room:[0-9]+}`.
+//!
+//! A pattern is compiled once, at load, into an anchored regular expression
+//! with one named group per capture. Invariants:
+//! - the pattern starts with a literal prefix that fixes its channel kind
+//!   (`private-`, `presence-` or `private-encrypted-`), and a pattern only
+//!   matches channels of that kind: `private-{x}` never matches
+//!   `private-encrypted-x`, so a broad private rule cannot hand out an
+//!   encryption key by accident;
+//! - a plain `{name}` capture matches one or more channel-name characters;
+//!   `{name:REGEX}` narrows it; at most one plain capture per pattern, so the
+//!   split of a channel into captures is never ambiguous;
+//! - the whole channel name must match (`^…$`); nothing is matched by prefix.
+
+use std::fmt;
+
+use regex::Regex;
+
+use crate::pusher::{ChannelKind, ChannelName};
+
+/// Characters a channel name may hold (spec/PROTOCOL.md §3), as a regex class.
+const CHANNEL_CHARS: &str = r"[A-Za-z0-9_\-=@,.;]";
+
+/// Variable names that a capture may not take: they are policy variables or
+/// CEL words.
+const RESERVED: &[&str] = &[
+    "token",
+    "channel",
+    "socket_id",
+    "request",
+    "in",
+    "true",
+    "false",
+    "null",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+/// A compiled channel pattern.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    kind: ChannelKind,
+    regex: Regex,
+    captures: Vec<String>,
+}
+
+/// Why a pattern does not compile. The message is for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(pub String);
+
+fn err(msg: impl Into<String>) -> PatternError {
+    PatternError(msg.into())
+}
+
+enum Segment<'a> {
+    Literal(&'a str),
+    Capture { name: &'a str, regex: Option<&'a str> },
+}
+
+impl Pattern {
+    /// Compiles a pattern.
+    pub fn parse(source: &str) -> Result<Self, PatternError> {
+        let segments = split(source)?;
+        let prefix = match segments.first() {
+            Some(Segment::Literal(lit)) => *lit,
+            _ => "",
+        };
+        let kind = if prefix.starts_with("private-encrypted-") {
+            ChannelKind::PrivateEncrypted
+        } else if prefix.starts_with("private-") {
+            ChannelKind::Private
+        } else if prefix.starts_with("presence-") {
+            ChannelKind::Presence
+        } else {
+            return Err(err("a pattern must start with `private-`, `presence-` or `private-encrypted-`; \
+                 public channels need no authorization"));
+        };
+
+        let mut re = String::from("^");
+        let mut captures: Vec<String> = Vec::new();
+        let mut plain = 0;
+        let mut previous_was_capture = false;
+        for segment in &segments {
+            match segment {
+                Segment::Literal(lit) => {
+                    if let Some(c) = lit.chars().find(|c| !is_channel_char(*c)) {
+                        return Err(err(format!(
+                            "`{}` cannot appear in a channel name, so this pattern never matches",
+                            c.escape_default()
+                        )));
+                    }
+                    re.push_str(&regex::escape(lit));
+                    previous_was_capture = false;
+                }
+                Segment::Capture { name, regex } => {
+                    if previous_was_capture {
+                        return Err(err(format!(
+                            "capture `{name}` follows another capture directly; \
+                             put a literal between them so the split is unambiguous"
+                        )));
+                    }
+                    check_capture_name(name)?;
+                    if captures.iter().any(|c| c == name) {
+                        return Err(err(format!("capture `{name}` appears twice")));
+                    }
+                    match regex {
+                        None => {
+                            plain += 1;
+                            re.push_str(&format!("(?P<{name}>{CHANNEL_CHARS}+)"));
+                        }
+                        Some(inner) => {
+                            if inner.contains("(?P<") || inner.contains("(?<") {
+                                return Err(err(format!(
+                                    "the regex of `{name}` may not declare named groups"
+                                )));
+                            }
+                            if let Err(e) = Regex::new(inner) {
+                                return Err(err(format!("the regex of `{name}` is invalid: {e}")));
+                            }
+                            re.push_str(&format!("(?P<{name}>(?:{inner}))"));
+                        }
+                    }
+                    captures.push((*name).to_owned());
+                    previous_was_capture = true;
+                }
+            }
+        }
+        if plain > 1 {
+            return Err(err("more than one plain `{capture}`: the channel could be split between them in \
+                 several ways; give all but one a regex, e.g. `{team:[a-z0-9]+}`"));
+        }
+        re.push('$');
+        let regex = Regex::new(&re).map_err(|e| err(format!("pattern does not compile: {e}")))?;
+        Ok(Self { source: source.to_owned(), kind, regex, captures })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The channel kind this pattern matches.
+    pub fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    /// Capture names, in pattern order.
+    pub fn capture_names(&self) -> &[String] {
+        &self.captures
+    }
+
+    /// Matches a channel; returns the captures in pattern order.
+    pub fn matches<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
+        if channel.kind() != self.kind {
+            return None;
+        }
+        let caps = self.regex.captures(channel.as_str())?;
+        let mut out = Vec::with_capacity(self.captures.len());
+        for name in &self.captures {
+            let m = caps.name(name)?;
+            out.push((name.as_str(), m.as_str()));
+        }
+        Some(out)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
+}
+
+fn is_channel_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-=@,.;".contains(c)
+}
+
+fn check_capture_name(name: &str) -> Result<(), PatternError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(err(format!(
+            "capture name `{name}` must be lowercase letters, digits and `_`, starting with a letter"
+        )));
+    }
+    if RESERVED.contains(&name) {
+        return Err(err(format!("capture name `{name}` is reserved; choose another")));
+    }
+    Ok(())
+}
+
+/// Splits a pattern into literals and `{...}` captures. Braces inside a
+/// capture's regex nest (`{id:[0-9]{2,4}}`).
+fn split(source: &str) -> Result<Vec<Segment<'_>>, PatternError> {
+    let mut out = Vec::new();
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    let mut literal_start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => {
+                if literal_start < i {
+                    out.push(Segment::Literal(&source[literal_start..i]));
+                }
+                let start = i + 1;
+                let mut depth = 1;
+                let mut j = start;
+                while j < bytes.len() && depth > 0 {
+                    match bytes[j] {
+                        b'{' => depth += 1,
+                        b'}' => depth -= 1,
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if depth != 0 {
+                    return Err(err("a `{` is never closed"));
+                }
+                let body = &source[start..j - 1];
+                let (name, regex) = match body.split_once(':') {
+                    Some((n, r)) => (n, Some(r)),
+                    None => (body, None),
+                };
+                if regex.is_some_and(str::is_empty) {
+                    return Err(err(format!("capture `{name}` has an empty regex")));
+                }
+                out.push(Segment::Capture { name, regex });
+                i = j;
+                literal_start = i;
+            }
+            b'}' => return Err(err("a `}` has no matching `{`")),
+            _ => i += 1,
+        }
+    }
+    if literal_start < bytes.len() {
+        out.push(Segment::Literal(&source[literal_start..]));
+    }
+    if out.is_empty() {
+        return Err(err("the pattern is empty"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn caps(pattern: &str, ch: &str) -> Option<Vec<(String, String)>> {
+        let p = Pattern::parse(pattern).unwrap();
+        let c = channel(ch);
+        p.matches(&c).map(|v| v.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect())
+    }
+
+    #[test]
+    fn plain_capture_takes_the_rest() {
+        assert_eq!(
+            caps("private-user-{user}", "private-user-alice"),
+            Some(vec![("user".into(), "alice".into())])
+        );
+        // A capture is greedy but anchored: the policy compares it to claims.
+        assert_eq!(
+            caps("private-user-{user}", "private-user-alice-admin"),
+            Some(vec![("user".into(), "alice-admin".into())])
+        );
+        assert_eq!(caps("private-user-{user}", "private-user-"), None);
+        assert_eq!(caps("private-user-{user}", "private-users-x"), None);
+    }
+
+    #[test]
+    fn regex_capture_narrows() {
+        assert_eq!(
+            caps("presence-room-{room:[0-9]+}", "presence-room-42"),
+            Some(vec![("room".into(), "42".into())])
+        );
+        assert_eq!(caps("presence-room-{room:[0-9]+}", "presence-room-1-staff"), None);
+        assert_eq!(caps("presence-room-{room:[0-9]{2,3}}", "presence-room-4"), None);
+        assert_eq!(
+            caps("presence-room-{room:[0-9]{2,3}}", "presence-room-404"),
+            Some(vec![("room".into(), "404".into())])
+        );
+    }
+
+    #[test]
+    fn two_captures_with_a_regex() {
+        assert_eq!(
+            caps("private-team-{team:[a-z]+}-doc-{doc}", "private-team-acme-doc-1-2"),
+            Some(vec![("team".into(), "acme".into()), ("doc".into(), "1-2".into())])
+        );
+    }
+
+    #[test]
+    fn kind_is_fixed_by_the_prefix() {
+        assert_eq!(caps("private-{x}", "private-encrypted-x"), None);
+        assert!(caps("private-encrypted-{x}", "private-encrypted-x").is_some());
+        assert_eq!(caps("private-{x}", "presence-x"), None);
+        assert_eq!(caps("presence-{x}", "presence-x").map(|v| v.len()), Some(1));
+    }
+
+    #[test]
+    fn literal_only_pattern() {
+        assert_eq!(caps("private-lobby", "private-lobby"), Some(vec![]));
+        assert_eq!(caps("private-lobby", "private-lobby2"), None);
+        // A `.` in a literal is a literal dot, not "any character".
+        assert_eq!(caps("private-a.b", "private-axb"), None);
+    }
+
+    #[test]
+    fn compile_errors() {
+        for (p, needle) in [
+            ("my-{x}", "must start with"),
+            ("{x}", "must start with"),
+            ("private-{a}-{b}", "more than one plain"),
+            ("private-{a:[a-z]+}{b}", "directly"),
+            ("private-{a}-{a:[0-9]+}", "twice"),
+            ("private-{token}", "reserved"),
+            ("private-{Bad}", "lowercase"),
+            ("private-{x:(}", "invalid"),
+            ("private-{x:(?P<y>a)}", "named groups"),
+            ("private-{x", "never closed"),
+            ("private-x}", "no matching"),
+            ("private-a b-{x}", "cannot appear"),
+            ("private-{x:}", "empty regex"),
+            ("", "empty"),
+        ] {
+            let e = Pattern::parse(p).unwrap_err();
+            assert!(e.0.contains(needle), "{p}: {}", e.0);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Policy compile and evaluation tests, data-driven through `check`.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::pusher::{ChannelName, SocketId};
+
+fn compile(yaml: &str) -> Policy {
+    compile_with(yaml, DEFAULT_MAX_MEMBER_BYTES)
+}
+
+fn compile_with(yaml: &str, max: usize) -> Policy {
+    match Policy::from_sources(&[(PathBuf::from("p.yaml"), yaml.to_owned())], max) {
+        Ok(p) => p,
+        Err(e) => panic!("policy does not compile: {e:#?}"),
+    }
+}
+
+fn compile_errors(yaml: &str) -> Vec<String> {
+    match Policy::from_sources(&[(PathBuf::from("p.yaml"), yaml.to_owned())], 1024) {
+        Ok(_) => panic!("expected compile errors"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Decides `channel` for `claims` and returns (allowed?, rule, data or reason code).
+fn check(policy: &Policy, claims: serde_json::Value, channel: &str) -> (bool, Option<String>, String) {
+    let token = value::json_to_cel(&claims);
+    let socket = SocketId::parse("1234.5678").unwrap();
+    let req = Request { token: &token, socket_id: &socket, origin: Some("https://app.example.com") };
+    let d = policy.authorize_channel(&req, &ChannelName::parse(channel).unwrap(), None);
+    summarize(d)
+}
+
+fn signin(policy: &Policy, claims: serde_json::Value) -> (bool, Option<String>, String) {
+    let token = value::json_to_cel(&claims);
+    let socket = SocketId::parse("1234.5678").unwrap();
+    let req = Request { token: &token, socket_id: &socket, origin: None };
+    summarize(policy.authenticate_user(&req, None))
+}
+
+fn summarize(d: Decision) -> (bool, Option<String>, String) {
+    match d {
+        Decision::Allow { rule, data } => (true, rule.map(|r| r.to_string()), data.unwrap_or_default()),
+        Decision::Deny { rule, reason } => (false, rule.map(|r| r.to_string()), reason.code().to_owned()),
+    }
+}
+
+const EXAMPLE: &str = r#"
+rules:
+  - name: own-notifications
+    channel: private-user-{user}
+    allow: user == token.sub
+  - name: chat-rooms
+    channel: presence-room-{room}
+    allow: room in token.rooms
+    presence:
+      user_id: token.sub
+      user_info: { name: token.name, avatar: token.picture }
+  - name: team-secrets
+    channel: private-encrypted-team-{team}
+    allow: token.team == team && "member" in token.roles
+  - name: lobby
+    channel: presence-lobby
+    allow: true
+  - name: origin-bound
+    channel: private-origin-{x}
+    allow: request.origin == "https://app.example.com" && channel == "private-origin-" + x && socket_id != ""
+user:
+  id: token.sub
+  user_info: { name: token.name }
+  watchlist: token.friends
+"#;
+
+#[test]
+fn own_channel_only() {
+    let p = compile(EXAMPLE);
+    let alice = serde_json::json!({"sub": "alice"});
+    assert_eq!(
+        check(&p, alice.clone(), "private-user-alice"),
+        (true, Some("own-notifications".into()), String::new())
+    );
+    assert_eq!(
+        check(&p, alice.clone(), "private-user-bob"),
+        (false, Some("own-notifications".into()), "rule_denied".into())
+    );
+    assert_eq!(check(&p, alice, "private-user-alice-admin").2, "rule_denied");
+}
+
+#[test]
+fn default_deny() {
+    let p = compile(EXAMPLE);
+    assert_eq!(
+        check(&p, serde_json::json!({"sub": "a"}), "private-other"),
+        (false, None, "no_rule_matched".into())
+    );
+    // A private rule never answers for an encrypted channel.
+    assert_eq!(check(&p, serde_json::json!({"sub": "a"}), "private-encrypted-user-a").2, "no_rule_matched");
+}
+
+#[test]
+fn presence_data_is_built_from_claims_in_policy_order() {
+    let p = compile(EXAMPLE);
+    let claims = serde_json::json!({"sub": "u1", "rooms": ["42", "7"], "picture": "p.png", "name": "Ann", "email": "x@y"});
+    let (ok, _, data) = check(&p, claims, "presence-room-42");
+    assert!(ok);
+    assert_eq!(data, r#"{"user_id":"u1","user_info":{"name":"Ann","avatar":"p.png"}}"#);
+}
+
+#[test]
+fn absent_user_info_claim_is_left_out() {
+    let p = compile(EXAMPLE);
+    let (ok, _, data) =
+        check(&p, serde_json::json!({"sub": "u1", "rooms": ["1"], "name": "Ann"}), "presence-room-1");
+    assert!(ok);
+    assert_eq!(data, r#"{"user_id":"u1","user_info":{"name":"Ann"}}"#);
+}
+
+#[test]
+fn missing_claim_in_allow_denies_with_rule_error() {
+    let p = compile(EXAMPLE);
+    assert_eq!(check(&p, serde_json::json!({"sub": "u1"}), "presence-room-1").2, "rule_error");
+    assert!(!check(&p, serde_json::json!({"sub": "u1", "rooms": "1"}), "presence-room-1").0);
+}
+
+#[test]
+fn presence_without_user_info_omits_it() {
+    let p = compile(EXAMPLE);
+    let (ok, _, data) = check(&p, serde_json::json!({"sub": "u9"}), "presence-lobby");
+    assert!(ok);
+    assert_eq!(data, r#"{"user_id":"u9"}"#);
+}
+
+#[test]
+fn presence_user_id_must_be_usable() {
+    let p = compile(EXAMPLE);
+    assert_eq!(check(&p, serde_json::json!({"sub": ["x"]}), "presence-lobby").2, "invalid_user_id");
+    assert_eq!(check(&p, serde_json::json!({}), "presence-lobby").2, "invalid_user_id");
+    assert_eq!(check(&p, serde_json::json!({"sub": ""}), "presence-lobby").2, "invalid_user_id");
+}
+
+#[test]
+fn presence_data_over_the_limit_is_refused() {
+    let p = compile_with(EXAMPLE, 48);
+    let claims = serde_json::json!({"sub": "u1", "rooms": ["1"], "name": "a".repeat(100)});
+    assert_eq!(check(&p, claims, "presence-room-1").2, "presence_data_too_large");
+    let small = serde_json::json!({"sub": "u1", "rooms": ["1"], "name": "a"});
+    assert!(check(&p, small, "presence-room-1").0);
+}
+
+#[test]
+fn encrypted_team_rule() {
+    let p = compile(EXAMPLE);
+    let member = serde_json::json!({"sub": "u", "team": "acme", "roles": ["member"]});
+    assert!(check(&p, member.clone(), "private-encrypted-team-acme").0);
+    assert!(!check(&p, member, "private-encrypted-team-other").0);
+    let guest = serde_json::json!({"sub": "u", "team": "acme", "roles": ["guest"]});
+    assert_eq!(check(&p, guest, "private-encrypted-team-acme").2, "rule_denied");
+}
+
+#[test]
+fn request_channel_and_socket_variables() {
+    let p = compile(EXAMPLE);
+    assert!(check(&p, serde_json::json!({"sub": "a"}), "private-origin-z").0);
+}
+
+#[test]
+fn signin_builds_user_data() {
+    let p = compile(EXAMPLE);
+    let (ok, _, data) = signin(&p, serde_json::json!({"sub": "alice", "name": "Alice", "friends": ["bob"]}));
+    assert!(ok);
+    assert_eq!(data, r#"{"id":"alice","user_info":{"name":"Alice"},"watchlist":["bob"]}"#);
+    let (ok, _, data) = signin(&p, serde_json::json!({"sub": "alice", "friends": []}));
+    assert!(ok);
+    assert_eq!(data, r#"{"id":"alice","user_info":{},"watchlist":[]}"#);
+    assert_eq!(signin(&p, serde_json::json!({"sub": "a b"})).2, "invalid_user_id");
+}
+
+#[test]
+fn signin_without_user_block_is_refused() {
+    let p = compile("rules: []\n");
+    assert_eq!(signin(&p, serde_json::json!({"sub": "a"})), (false, None, "signin_disabled".into()));
+}
+
+#[test]
+fn first_matching_rule_decides() {
+    let p = compile(
+        "rules:\n  - name: deny-all\n    channel: private-{x}\n    allow: false\n  - name: allow\n    channel: private-a\n    allow: true\n",
+    );
+    assert_eq!(
+        check(&p, serde_json::json!({}), "private-a"),
+        (false, Some("deny-all".into()), "rule_denied".into())
+    );
+}
+
+#[test]
+fn non_bool_allow_is_an_error() {
+    let p = compile("rules:\n  - name: r\n    channel: private-{x}\n    allow: x\n");
+    assert_eq!(check(&p, serde_json::json!({}), "private-a").2, "rule_error");
+}
+
+#[test]
+fn macros_may_bind_their_own_variables() {
+    let p =
+        compile("rules:\n  - name: r\n    channel: private-{x}\n    allow: token.teams.exists(t, t == x)\n");
+    assert!(check(&p, serde_json::json!({"teams": ["a", "b"]}), "private-b").0);
+    assert!(!check(&p, serde_json::json!({"teams": ["a"]}), "private-b").0);
+}
+
+#[test]
+fn compile_errors_name_file_line_and_rule() {
+    let errs = compile_errors(
+        "rules:\n  - name: good\n    channel: private-{x}\n    allow: true\n  - name: bad-cel\n    channel: private-a-{x}\n    allow: x ==\n  - name: bad-var\n    channel: private-b-{x}\n    allow: y == x\n  - name: bad-pattern\n    channel: public-{x}\n    allow: true\n  - name: presence-on-private\n    channel: private-c\n    allow: true\n    presence: { user_id: token.sub }\n",
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("p.yaml:5") && errs[0].contains("rule `bad-cel`") && errs[0].contains("CEL"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].starts_with("p.yaml:8") && errs[1].contains("`y`"), "{}", errs[1]);
+    assert!(errs[2].starts_with("p.yaml:11") && errs[2].contains("must start with"), "{}", errs[2]);
+    assert!(errs[3].starts_with("p.yaml:14") && errs[3].contains("presence"), "{}", errs[3]);
+}
+
+#[test]
+fn unknown_keys_and_duplicates_are_errors() {
+    let errs = compile_errors("rules:\n  - name: a\n    channel: private-a\n    alow: true\n");
+    assert!(errs[0].contains("unknown field `alow`") && errs[0].contains("did you mean `allow`"), "{errs:?}");
+    let errs = compile_errors(
+        "rules:\n  - name: a\n    channel: private-a\n    allow: true\n  - name: a\n    channel: private-b\n    allow: true\n",
+    );
+    assert!(errs[0].contains("defined twice"), "{errs:?}");
+}
+
+#[test]
+fn several_broken_rules_are_all_reported() {
+    let errs = compile_errors(
+        "rules:\n  - name: a\n    channel: private-a\n    alow: true\n  - name: b\n    chanel: private-b\n    allow: true\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+}
+
+#[test]
+fn trace_records_captures_and_values() {
+    let p = compile(EXAMPLE);
+    let token = value::json_to_cel(&serde_json::json!({"sub": "u1", "rooms": ["42"], "name": "Ann"}));
+    let socket = SocketId::parse("1.2").unwrap();
+    let req = Request { token: &token, socket_id: &socket, origin: None };
+    let mut trace = Trace::default();
+    let d = p.authorize_channel(&req, &ChannelName::parse("presence-room-42").unwrap(), Some(&mut trace));
+    assert!(d.is_allow());
+    assert_eq!(trace.rule.as_deref(), Some("chat-rooms"));
+    assert_eq!(trace.captures, vec![("room".to_owned(), "42".to_owned())]);
+    assert_eq!(trace.skipped.len(), 1);
+    assert_eq!(trace.steps[0].what, "allow");
+    assert_eq!(trace.steps[0].outcome, Ok("true".to_owned()));
+    assert!(trace.steps.iter().any(|s| s.what == "presence.user_info.avatar" && s.outcome.is_err()));
+}

@@ -1,0 +1,150 @@
+//! Session tokens (JWT): where a token is found in a request (`extract`),
+//! the keys that verify it (`keys`) and the verification itself (`jwt`).
+//!
+//! Invariants:
+//! - A token, a secret or a claim value never appears in a log line, an error
+//!   message or `Debug` output. [`AuthError`] messages are fixed text (a
+//!   claim *name* from the configuration at most); [`Claims`] `Debug` prints
+//!   claim names only; [`KeySet`] `Debug` prints no key material.
+//! - Verification never does I/O: keys are loaded once, when the
+//!   configuration is loaded, and header parameters that point at keys
+//!   (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
+//! - `alg: none` (any casing), an algorithm not on the issuer's allow-list and
+//!   an algorithm outside the key's family (HS/RS confusion) are refused
+//!   before any cryptography runs.
+//! - This module depends on no other channelgate module but [`crate::secret`].
+
+mod extract;
+mod jwt;
+mod keys;
+
+#[cfg(test)]
+mod test_keys;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use extract::{TokenOrigin, TokenSource, extract_token};
+pub use jwt::{IssuerSettings, Verifier};
+pub use keys::{JwksKeys, KeyError, KeySet, PemKey};
+
+/// Verified claims of a session token (the JSON payload, insertion order
+/// kept).
+///
+/// `Debug` prints the claim names only, never their values.
+#[derive(Clone, PartialEq)]
+pub struct Claims(serde_json::Map<String, serde_json::Value>);
+
+impl Claims {
+    /// Wraps a claims object.
+    pub fn new(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Self(map)
+    }
+
+    /// All claims, in the order of the token's payload.
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+
+    /// The `sub` claim, when it is a string.
+    pub fn sub(&self) -> Option<&str> {
+        self.0.get("sub").and_then(serde_json::Value::as_str)
+    }
+
+    /// The `exp` claim in unix seconds, when it is a non-negative number (a
+    /// fractional `exp` is rounded down).
+    pub fn exp(&self) -> Option<u64> {
+        let exp = self.0.get("exp")?;
+        if let Some(secs) = exp.as_u64() {
+            return Some(secs);
+        }
+        let secs = exp.as_f64()?;
+        // `as` saturates at u64::MAX for huge values; the range check keeps
+        // negative numbers out.
+        (secs.is_finite() && secs >= 0.0).then(|| secs.floor() as u64)
+    }
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Claims").field(&ClaimNames(&self.0)).finish()
+    }
+}
+
+/// Formats the keys of a claims map as a set of names.
+struct ClaimNames<'a>(&'a serde_json::Map<String, serde_json::Value>);
+
+impl fmt::Debug for ClaimNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Why a token was refused.
+///
+/// Each variant has a stable reason code ([`AuthError::reason`]) for the
+/// `reason` field of a 401 body, and a message for a person (`Display`) that
+/// never contains the token or a claim value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token in any configured source.
+    #[error("no session token in the request")]
+    MissingToken,
+    /// Not a compact JWS (three base64url parts, JSON object header and
+    /// payload), a duplicated token source, or larger than 8 KiB.
+    #[error("the session token is malformed")]
+    Malformed,
+    /// `alg` is `none`, unknown, not on the issuer's allow-list, or not of
+    /// the key's family.
+    #[error("the session token's signing algorithm is not allowed")]
+    AlgorithmNotAllowed,
+    /// The token's `kid` names no key of the issuer's key set.
+    #[error("the session token's key id is not known")]
+    UnknownKid,
+    /// The signature does not verify.
+    #[error("the session token's signature is invalid")]
+    InvalidSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("the session token has expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    #[error("the session token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("the session token's issuer is not accepted")]
+    InvalidIssuer,
+    /// Several issuers are configured and the token's `iss` matches none.
+    #[error("the session token's issuer is not configured")]
+    UnknownIssuer,
+    /// `aud` holds none of the configured audiences.
+    #[error("the session token's audience is not accepted")]
+    InvalidAudience,
+    /// A required claim is absent; the field is the claim *name*.
+    #[error("token is missing required claim `{0}`")]
+    MissingClaim(String),
+    /// A registered claim has the wrong JSON type (`sub`, `iss`, `jti`, `sid`
+    /// must be strings; `exp`, `nbf`, `iat` numbers).
+    #[error("the session token has a claim of the wrong type")]
+    InvalidClaims,
+}
+
+impl AuthError {
+    /// The stable reason code (`token_expired`, `unknown_kid`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "token_missing",
+            Self::Malformed => "token_malformed",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownKid => "unknown_kid",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::InvalidIssuer => "invalid_issuer",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::InvalidAudience => "invalid_audience",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::InvalidClaims => "invalid_claims",
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Verification keys of one issuer: an HMAC shared secret, one PEM public
+//! key, or a JWKS document.
+//!
+//! Invariants:
+//! - A [`KeySet`] is built once, when the configuration is loaded;
+//!   verification never does I/O and never takes a key from the token itself.
+//! - Every key is bound to the algorithms of its family (and, for EC keys, of
+//!   its curve; for a JWK with an `alg`, to that one algorithm). A token whose
+//!   `alg` is outside that set is refused with
+//!   [`AuthError::AlgorithmNotAllowed`] before any cryptography, which rules
+//!   out HS/RS confusion (an RSA public key used as an HMAC secret).
+//! - JWKS documents yield public keys only: `oct` (symmetric) keys,
+//!   encryption keys and unsupported key types are skipped.
+//! - RSA keys shorter than 2048 bits are refused (the crypto backend could
+//!   never verify with them).
+//! - `Debug` output and [`KeyError`] messages hold no key material.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+
+use super::AuthError;
+use crate::secret::Secret;
+
+/// HMAC algorithms (the only ones a shared secret verifies).
+const HMAC_ALGORITHMS: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+/// RSA algorithms (PKCS#1 v1.5 and PSS).
+const RSA_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+/// EC P-256.
+const P256_ALGORITHMS: &[Algorithm] = &[Algorithm::ES256];
+/// EC P-384.
+const P384_ALGORITHMS: &[Algorithm] = &[Algorithm::ES384];
+/// Ed25519.
+const ED25519_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA];
+
+/// Smallest RSA modulus accepted, in bits (the backend refuses smaller ones).
+const MIN_RSA_BITS: usize = 2048;
+/// Longest `kid` looked up in a JWKS; longer ones are unknown without lookup.
+const MAX_KID_LEN: usize = 256;
+
+/// Keys of one issuer. Built once at config load; verification never does
+/// I/O.
+///
+/// `Debug` shows the kind of key set and the algorithms it verifies, never
+/// key material.
+#[derive(Clone)]
+pub enum KeySet {
+    /// HMAC shared secret (HS256/384/512 only).
+    Secret(Secret),
+    /// One PEM public key (RSA → RS*/PS*, EC P-256/P-384 → ES256/ES384,
+    /// Ed25519 → EdDSA). The token's `kid` is ignored.
+    Pem(PemKey),
+    /// A JWKS document: keys selected by `kid`; a token without `kid` is
+    /// accepted only when the set holds exactly one usable key.
+    Jwks(JwksKeys),
+}
+
+/// One public key loaded from PEM, with the algorithms it verifies.
+#[derive(Clone)]
+pub struct PemKey {
+    key: DecodingKey,
+    algorithms: &'static [Algorithm],
+}
+
+/// The usable signing keys of a JWKS document.
+#[derive(Clone)]
+pub struct JwksKeys {
+    keys: Vec<JwksKey>,
+}
+
+/// One usable JWKS key.
+#[derive(Clone)]
+struct JwksKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+/// Why a key could not be loaded. Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not one PEM `PUBLIC KEY` / `RSA PUBLIC KEY` block of a supported key.
+    #[error("not a pem public key (expected one `PUBLIC KEY` or `RSA PUBLIC KEY` block)")]
+    InvalidPem,
+    /// A PEM private key was given where a public key is expected.
+    #[error("a private key was given where a public key is expected")]
+    PrivateKey,
+    /// A well-formed key of a type or curve that cannot verify JWTs here.
+    #[error("unsupported public key: {0}")]
+    UnsupportedKey(&'static str),
+    /// An RSA key shorter than 2048 bits.
+    #[error("rsa key is shorter than 2048 bits")]
+    WeakRsaKey,
+    /// The JWKS document cannot be read; the text says where, never what.
+    #[error("invalid jwks document: {0}")]
+    InvalidJwks(String),
+    /// The JWKS document holds no key usable to verify signatures.
+    #[error("the jwks document holds no usable signature key")]
+    NoUsableKeys,
+}
+
+impl KeySet {
+    /// An HMAC shared secret (verifies HS256, HS384, HS512).
+    pub fn from_secret(secret: Secret) -> Self {
+        Self::Secret(secret)
+    }
+
+    /// One PEM public key: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384,
+    /// Ed25519) or `RSA PUBLIC KEY` (PKCS#1).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(pem).map_err(|_| KeyError::InvalidPem)?;
+        let labels: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+            .collect();
+        let label = match labels.as_slice() {
+            [label] => *label,
+            _ => return Err(KeyError::InvalidPem),
+        };
+        match label {
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => {}
+            other if other.contains("PRIVATE KEY") => return Err(KeyError::PrivateKey),
+            _ => return Err(KeyError::InvalidPem),
+        }
+
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            check_rsa_key(&key)?;
+            return Ok(Self::Pem(PemKey { key, algorithms: RSA_ALGORITHMS }));
+        }
+        if label == "RSA PUBLIC KEY" {
+            return Err(KeyError::InvalidPem);
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            let algorithms = match key.try_get_as_bytes() {
+                Ok(point) => ec_point_algorithms(point)?,
+                Err(_) => return Err(KeyError::InvalidPem),
+            };
+            return Ok(Self::Pem(PemKey { key, algorithms }));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            return match key.try_get_as_bytes() {
+                Ok(raw) if raw.len() == 32 => Ok(Self::Pem(PemKey { key, algorithms: ED25519_ALGORITHMS })),
+                _ => Err(KeyError::UnsupportedKey("edwards curve other than ed25519")),
+            };
+        }
+        Err(KeyError::UnsupportedKey("key type other than rsa, ec or ed25519"))
+    }
+
+    /// A JWKS document (`{"keys": [...]}`). Keys whose `use` is not `sig`,
+    /// whose `key_ops` lack `verify`, whose `alg` is not a signature
+    /// algorithm of their type, and keys of unsupported types (`oct`, curves
+    /// other than P-256, P-384, Ed25519) are skipped; an error if none is
+    /// left. A supported key with broken parameters is an error.
+    pub fn from_jwks_json(json: &[u8]) -> Result<Self, KeyError> {
+        let set: JwkSet = serde_json::from_slice(json).map_err(|err| {
+            KeyError::InvalidJwks(format!(
+                "not a jwks document (line {}, column {})",
+                err.line(),
+                err.column()
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for (index, jwk) in set.keys.iter().enumerate() {
+            match jwks_key(jwk, index)? {
+                Some(key) => keys.push(key),
+                None => tracing::debug!(index, "jwks key skipped: not a usable signature key"),
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NoUsableKeys);
+        }
+        Ok(Self::Jwks(JwksKeys { keys }))
+    }
+
+    /// Algorithms this key set can verify (for config validation: configured
+    /// algorithms must be a subset).
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        match self {
+            Self::Secret(_) => HMAC_ALGORITHMS.contains(&alg),
+            Self::Pem(pem) => pem.algorithms.contains(&alg),
+            Self::Jwks(jwks) => jwks.keys.iter().any(|key| key.algorithms.contains(&alg)),
+        }
+    }
+
+    /// The key that verifies a token signed with `alg` and carrying `kid`.
+    ///
+    /// `alg` outside the key's family → [`AuthError::AlgorithmNotAllowed`];
+    /// for a JWKS, no key with that `kid` (or no `kid` and more than one key)
+    /// → [`AuthError::UnknownKid`].
+    pub(super) fn select(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Cow<'_, DecodingKey>, AuthError> {
+        match self {
+            Self::Secret(secret) => {
+                if !HMAC_ALGORITHMS.contains(&alg) {
+                    return Err(AuthError::AlgorithmNotAllowed);
+                }
+                // An empty secret cannot verify anything.
+                DecodingKey::from_secret(secret.expose())
+                    .map(Cow::Owned)
+                    .map_err(|_| AuthError::InvalidSignature)
+            }
+            Self::Pem(pem) => {
+                if pem.algorithms.contains(&alg) {
+                    Ok(Cow::Borrowed(&pem.key))
+                } else {
+                    Err(AuthError::AlgorithmNotAllowed)
+                }
+            }
+            Self::Jwks(jwks) => jwks.select(alg, kid).map(Cow::Borrowed),
+        }
+    }
+}
+
+impl JwksKeys {
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
+        match kid {
+            Some(kid) => {
+                if kid.len() > MAX_KID_LEN {
+                    return Err(AuthError::UnknownKid);
+                }
+                let mut kid_found = false;
+                for key in self.keys.iter().filter(|key| key.kid.as_deref() == Some(kid)) {
+                    if key.algorithms.contains(&alg) {
+                        return Ok(&key.key);
+                    }
+                    kid_found = true;
+                }
+                Err(if kid_found { AuthError::AlgorithmNotAllowed } else { AuthError::UnknownKid })
+            }
+            None => match self.keys.as_slice() {
+                [only] if only.algorithms.contains(&alg) => Ok(&only.key),
+                [_] => Err(AuthError::AlgorithmNotAllowed),
+                _ => Err(AuthError::UnknownKid),
+            },
+        }
+    }
+}
+
+/// The usable key of one JWK, `None` when it is to be skipped.
+fn jwks_key(jwk: &Jwk, index: usize) -> Result<Option<JwksKey>, KeyError> {
+    let common = &jwk.common;
+    if common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
+        return Ok(None);
+    }
+    if common.key_operations.as_ref().is_some_and(|ops| !ops.contains(&KeyOperations::Verify)) {
+        return Ok(None);
+    }
+    let broken = |what: &str| KeyError::InvalidJwks(format!("key #{index}: invalid {what}"));
+
+    let (key, family): (DecodingKey, &'static [Algorithm]) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(params) => {
+            let key = DecodingKey::from_rsa_components(&params.n, &params.e)
+                .map_err(|_| broken("rsa parameters"))?;
+            match check_rsa_key(&key) {
+                Ok(()) => {}
+                Err(KeyError::WeakRsaKey) => return Ok(None),
+                Err(_) => return Err(broken("rsa parameters")),
+            }
+            (key, RSA_ALGORITHMS)
+        }
+        AlgorithmParameters::EllipticCurve(params) => {
+            let (family, len) = match params.curve {
+                EllipticCurve::P256 => (P256_ALGORITHMS, 32),
+                EllipticCurve::P384 => (P384_ALGORITHMS, 48),
+                _ => return Ok(None),
+            };
+            let key =
+                DecodingKey::from_ec_components(&params.x, &params.y).map_err(|_| broken("ec parameters"))?;
+            match key.try_get_as_bytes() {
+                Ok(point) if point.len() == 1 + 2 * len => {}
+                _ => return Err(broken("ec parameters")),
+            }
+            (key, family)
+        }
+        AlgorithmParameters::OctetKeyPair(params) => {
+            if params.curve != EllipticCurve::Ed25519 {
+                return Ok(None);
+            }
+            let key = DecodingKey::from_ed_components(&params.x).map_err(|_| broken("okp parameters"))?;
+            match key.try_get_as_bytes() {
+                Ok(raw) if raw.len() == 32 => {}
+                _ => return Err(broken("okp parameters")),
+            }
+            (key, ED25519_ALGORITHMS)
+        }
+        // Symmetric (`oct`) keys never come from a JWKS here; other key
+        // types are not supported.
+        _ => return Ok(None),
+    };
+
+    let algorithms = match common.key_algorithm {
+        None => family.to_vec(),
+        Some(declared) => match Algorithm::try_from(declared) {
+            Ok(alg) if family.contains(&alg) => vec![alg],
+            // An encryption algorithm, or one of another key type.
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(JwksKey { kid: common.key_id.clone(), key, algorithms }))
+}
+
+/// The algorithms of an uncompressed EC public point, by its size.
+fn ec_point_algorithms(point: &[u8]) -> Result<&'static [Algorithm], KeyError> {
+    match (point.first(), point.len()) {
+        (Some(4), 65) => Ok(P256_ALGORITHMS),
+        (Some(4), 97) => Ok(P384_ALGORITHMS),
+        _ => Err(KeyError::UnsupportedKey("ec curve other than p-256 or p-384")),
+    }
+}
+
+/// Checks that an RSA key parses and is at least 2048 bits long.
+fn check_rsa_key(key: &DecodingKey) -> Result<(), KeyError> {
+    let modulus: Cow<'_, [u8]> = match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, .. } => Cow::Borrowed(n.as_slice()),
+        DecodingKeyKind::SecretOrDer(der) => {
+            let components =
+                jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
+            let (n, _e) = components(der).map_err(|_| KeyError::InvalidPem)?;
+            Cow::Owned(n)
+        }
+    };
+    if modulus_bits(&modulus) < MIN_RSA_BITS {
+        return Err(KeyError::WeakRsaKey);
+    }
+    Ok(())
+}
+
+/// Bit length of a big-endian unsigned integer.
+fn modulus_bits(n: &[u8]) -> usize {
+    match n.iter().position(|&byte| byte != 0) {
+        Some(first) => (n.len() - first - 1) * 8 + (8 - n[first].leading_zeros() as usize),
+        None => 0,
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("KeySet::Secret([redacted])"),
+            Self::Pem(pem) => pem.fmt(f),
+            Self::Jwks(jwks) => jwks.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for PemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PemKey").field("algorithms", &self.algorithms).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JwksKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksKeys").field("keys", &self.keys).finish()
+    }
+}
+
+impl fmt::Debug for JwksKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,175 @@
+//! Test-only key pairs, generated once with `openssl genpkey` for the unit
+//! tests of the session module. They protect nothing: never use them outside
+//! tests. Compiled only under `#[cfg(test)]`.
+
+/// RSA 2048 private key (PKCS#8).
+pub(crate) const RSA_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDNrHWj3D0gFYOi
+R9KgEgsEY7yNhXYuS/2QA0uB+jrLbEloKo19rUktjrZhjB1Fwe6yE46SzEkHH6Hb
+WEIW2mxVWKtXO+IM2WKcXW0weGCpz033sbAlrNTiv6W75YzZTUExLvUFIi2dJgUf
+95l5VF9PeOR7NcoEO0Be33OFprMoSmBkbJ7mBdxHJe2wjeSCee5PFMX+Ih76tm8/
+DfYhi5CZoOEB8l36bz8gAeM8OickOn9OBlH60cviODbNjYL4ixlQgKjA3x9RYlME
+DaXoDUdFwZ85imX6usoFjT+jdIj3VkoV+SbsZ6enBShtkXa8jLXRulxHD4YQL3nk
+Ru7S+tlPAgMBAAECggEAAqcE/nWI7haKZTq8cC/Z7W5KwfDWaLL8LskvAGCSknJM
+yd7XtTKTuO2vas7Q9dOdzZ3uxK5t8k7A8bTEIcpomrUqfOCyMGzHFrGxwLPRFjm4
+diSpfhFv5cRY9IyQ2rfWnDYKi2+V243I+As08wgS4vTan6gnSoeWiwWWhM6jdcHO
+9OH9j1whu4Ol+U/l/Idfyf1MK1xKmGfykJC30sD1M7wT5jzf95ApYKoKubynHJ+t
+nAFAhQFHhSq7KtNeXIVaKcqA06ohJ7dLVm8EzjiqJNtvvBm5zIEXRp9E8/AWj+n/
+cKXLmvL5L7AjHu64zeY6VTFyfIh/gxTVVzeqXATXuQKBgQD0u02Xj9qKXW3G/DAG
+D/lSYNCWa/O1F5N7Tth62L9OzBRUajpg0l02wLOVA3WvVWuVSdVdAuRc5/MyeyFx
+oEWv+gry/SXPOs+vqi8ZxVexaxzTmxFDTmA20LYNE13Cercop+iTMJcQ/98UbyVW
+2FFHbwyl+xHYaYisqTrhXVum0wKBgQDXJMXYCL/Y8geqD+geQYRlN5hsuKymo+M+
+dcEbnrFzWa0m+QQQMFHZ3K/UTiiGEfn99zVznDYwazpQe4ImXEulyllFbEGIJIj0
+8HbwwtpDMumtAHidfuXq4nQkdPQtONoIUIe694eh/XU/CeW4OVXguV9qMaTVkUoS
+MT4TVmruFQKBgB9SqcewPcRf2OES/gKIoNyOT6QxBOw0rEen+8UdYL7xF9kGD5q8
+0flkCJgV7UYXpMFixdA1woyxk0ruv4UPglvXoPcgt2oimNpe6dBela67iuD6g+cd
+bOsXI3Xg+Ksfkbm+Y+IS4gLm/OJcp2bKIP0HlZLY45vTRg7zSfn2PPjJAoGAeA7R
+SQk45fvKQyC1S40MMN+hc6pqzmNOgKB9rsgUBmbYtZLorZAJXSZGCJfFDWwisZKu
+hWF66/IqjJcfvgBrRo1w28jZmPuqYeV+ukRCQJW8yQomRN13uGe+oEmTqVi8cz9d
+Pvy6967VKuR/CRsVzV4k3MHvVi7JwvUvyuLCsTECgYBMQVHBK1RbOozntaS1gZ/Z
+fVRgxHVb6hThJ/vjcoN+n6buS5XlG3OqYSWKSlCy2uG9RdK9dnHTwndYtQoA9KzZ
+5/edF/eGFJzMCWXScZ7VG2l4lANUZfLmizX/LQXIvX6ibPPQuY+EdHXhIFmrnBy5
+R9wQ+S2BVGgk3b+B9/OU1g==
+-----END PRIVATE KEY-----
+";
+
+/// Public half of `RSA_PRIVATE_PEM` (SPKI `PUBLIC KEY`).
+pub(crate) const RSA_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAzax1o9w9IBWDokfSoBIL
+BGO8jYV2Lkv9kANLgfo6y2xJaCqNfa1JLY62YYwdRcHushOOksxJBx+h21hCFtps
+VVirVzviDNlinF1tMHhgqc9N97GwJazU4r+lu+WM2U1BMS71BSItnSYFH/eZeVRf
+T3jkezXKBDtAXt9zhaazKEpgZGye5gXcRyXtsI3kgnnuTxTF/iIe+rZvPw32IYuQ
+maDhAfJd+m8/IAHjPDonJDp/TgZR+tHL4jg2zY2C+IsZUICowN8fUWJTBA2l6A1H
+RcGfOYpl+rrKBY0/o3SI91ZKFfkm7GenpwUobZF2vIy10bpcRw+GEC955Ebu0vrZ
+TwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// Public half of `RSA_PRIVATE_PEM` (PKCS#1 `RSA PUBLIC KEY`).
+pub(crate) const RSA_PUBLIC_PKCS1_PEM: &str = "\
+-----BEGIN RSA PUBLIC KEY-----
+MIIBCgKCAQEAzax1o9w9IBWDokfSoBILBGO8jYV2Lkv9kANLgfo6y2xJaCqNfa1J
+LY62YYwdRcHushOOksxJBx+h21hCFtpsVVirVzviDNlinF1tMHhgqc9N97GwJazU
+4r+lu+WM2U1BMS71BSItnSYFH/eZeVRfT3jkezXKBDtAXt9zhaazKEpgZGye5gXc
+RyXtsI3kgnnuTxTF/iIe+rZvPw32IYuQmaDhAfJd+m8/IAHjPDonJDp/TgZR+tHL
+4jg2zY2C+IsZUICowN8fUWJTBA2l6A1HRcGfOYpl+rrKBY0/o3SI91ZKFfkm7Gen
+pwUobZF2vIy10bpcRw+GEC955Ebu0vrZTwIDAQAB
+-----END RSA PUBLIC KEY-----
+";
+
+/// A second RSA 2048 private key.
+pub(crate) const RSA2_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCtD4HhYlTlP3gB
+Qeg8xKirqoqauL2WwKtrfi6UFXBk7iJgPFqpunggh2MYw9IW9JhRzwJWJdw71k0y
+WTfgxcWt/WJMpZa8VJOdFzyRgrMlNnQRbLHF/mn4FvCH9PSy7hjuOWK1ZVvGpFf7
+UeP8rp+1ehh36D6mTbtzguOoNk2bCNjd9abz66ZV6zyKMlt8Xa4yMJVSkmVMpJi/
+Dv5ewm6WSIK9Z/ISnOAHm0gRbMQc+WUHjaLOBw8h3KLVsX4nc8zVU/QlBLYgXoch
+bgPWUa70Qvzk1ivUduCtLWV0x4w8N/QNZyu/GZwF21Q7jsPD2yVM1qeDWSmgFsuC
+aHolWeYBAgMBAAECggEABQzdTO76LEB4Z4z9UnyosW3GIrK+cZ5IwlfJ0y92+rMK
+VMWeHbLf248n4KqiQGI96bFBT7NGJIbh9NSusUQEO0oYKsVwSymqrxxk+5gVU0Iu
+C+4gl/cPL5q3xTfsRiZ1msoY69M75OWZ3a8rmI2eAoVAHour/F1rWXkZ3KhNBnek
+zqODycN0f5In9L7JvOdUHSsMUCcpjyeBE52xpBhiFGms7xQtyfNwinYLDq/M/yos
+4B6RPA4/eJKqz+ezDJmb7SezaPVGdTSZO5GRawBOfZbvxk4Sgj5+mmj/a6VMITRs
+HBpc375CilMAz2qo5RFQl2tEo25+28VlmghNSkWeAQKBgQDi9t5ZTb26xv6A6riO
+mDadTVm4wl+UC9Ytvsxr9NZh9gBp7YSltddZzQLdbKK1NRIYzkaqkObfBwzTzeLg
+8OoPmWcf0TrKGOvt8KWC4ogmgw6zAL0HL3Bfv0NBzjOyVKDwoqIz0sUjkRuzzkDX
+ERRHLuOeL7jieJIRmk5agJj1IQKBgQDDM0dvNbUllNxU9+wMg6Ik+QenmKJ988N6
+T7wDFPyw5R3RoikwXnsrFgqX7Fq7c34U1bIkIIy94eeEQxqVaMek52C9e8l2+XO+
+lLvKB0zY1jVgrmAco0jqsEKkEQfvQSH7HVZW4UTWnNUo1lGQX8IHC7JgTnRmtXBU
+hSDXFWf04QKBgGtcbdd+n8YvhYpD/eNt+z+zrEJqp72nT7w56gcTPSn/rThuY3Xj
+q6fOA5HsZpcjMJlNUj4y5xMPCbFTTgQr0fxpC1AQsCeTXF8km5ZrRA47poNkUQaK
+GTUhi1YgjXHI+Ix70hCDnj9xz9HhOejCKn51nrRgTKvMbwQmovPKqxAhAoGAUFjr
+LnuM9MsxZkgmgYAtXcqju/i36eBMtivb1+jrmmS0wXVePuqlCDcqZR6EumPvoePU
+T8qWJBK4mViFuLpIczhKObSaWL6VRf0yzxXyK88AaatdJGyRtwiWZbIc8f59Xj/V
+Ki3PiAdGNmkBacwAsaW+5qVkhGJqul+SBPZqtAECgYAYYEzwVpO3O3jfMNZROPjz
+Hur6dn3Um8Or2Y4mCj9UbMbZyLHdFSzVs/7s7fWeU0Nmc3Dre65Mtjo+iKgKFRYa
+LZzT+CMkhHmUODsYVEAjul6aXGSkhqoTxFMVfHZDZRxa5DSnccBXloYniIq7Tgo2
+4DzXfREj0q3vXFEidnP9Jg==
+-----END PRIVATE KEY-----
+";
+
+/// Public half of `RSA2_PRIVATE_PEM`.
+pub(crate) const RSA2_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArQ+B4WJU5T94AUHoPMSo
+q6qKmri9lsCra34ulBVwZO4iYDxaqbp4IIdjGMPSFvSYUc8CViXcO9ZNMlk34MXF
+rf1iTKWWvFSTnRc8kYKzJTZ0EWyxxf5p+Bbwh/T0su4Y7jlitWVbxqRX+1Hj/K6f
+tXoYd+g+pk27c4LjqDZNmwjY3fWm8+umVes8ijJbfF2uMjCVUpJlTKSYvw7+XsJu
+lkiCvWfyEpzgB5tIEWzEHPllB42izgcPIdyi1bF+J3PM1VP0JQS2IF6HIW4D1lGu
+9EL85NYr1HbgrS1ldMeMPDf0DWcrvxmcBdtUO47Dw9slTNang1kpoBbLgmh6JVnm
+AQIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// A 1024-bit RSA public key (too short: refused).
+pub(crate) const RSA1024_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDCGeDuohY31BYRxbZV/weyov0P
+8WQGuLEStEoluc2IhUtXi4zAG5dIJBLDpwaeCjtvANzM3rpQeIKEOo1f0Osr0cCe
+LnJh9vwjqutte1a3DFALoSpKaMqboo91TE3G/lioQGPHclPsZHfMy9Ng4a2ms4vG
+wngtbfk0uv+qMtJbhwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// EC P-256 private key (PKCS#8).
+pub(crate) const EC_P256_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgrhKiQMz4D/J9UWeo
+X4bRWVpn4u5gsH+x+i+e/j/I9cGhRANCAAQHdnaF2PFFcvNpzc7D9Lg6hgjg8awu
+53hAKQ2qW8MgSij2WTl5hxr6y9m4utJaZA0b6q/BqzY0JIrPKmbXDbaR
+-----END PRIVATE KEY-----
+";
+
+/// Public half of `EC_P256_PRIVATE_PEM`.
+pub(crate) const EC_P256_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEB3Z2hdjxRXLzac3Ow/S4OoYI4PGs
+Lud4QCkNqlvDIEoo9lk5eYca+svZuLrSWmQNG+qvwas2NCSKzypm1w22kQ==
+-----END PUBLIC KEY-----
+";
+
+/// EC P-384 private key (PKCS#8).
+pub(crate) const EC_P384_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBtI18WxqxGM2Ng156y
+SHsNfd1A+K66c1SYPH7ITD1lbD0z6Z82TP3q8wNiEb/LDuehZANiAAQtQZkZvK0Z
+eNSFYVhb/8VWBL/2BIr/MVxWrwTw+6rkcKB+A6OjgNjUS0uWEeOSr16p3OyR+unI
+0MDoxfypEqDaX0rkcqAxyfOmLhp93IfxSYHcTRdDqcngSlvQB0o4lxY=
+-----END PRIVATE KEY-----
+";
+
+/// Public half of `EC_P384_PRIVATE_PEM`.
+pub(crate) const EC_P384_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAELUGZGbytGXjUhWFYW//FVgS/9gSK/zFc
+Vq8E8Puq5HCgfgOjo4DY1EtLlhHjkq9eqdzskfrpyNDA6MX8qRKg2l9K5HKgMcnz
+pi4afdyH8UmB3E0XQ6nJ4Epb0AdKOJcW
+-----END PUBLIC KEY-----
+";
+
+/// An EC P-521 public key (unsupported curve: refused).
+pub(crate) const EC_P521_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIGbMBAGByqGSM49AgEGBSuBBAAjA4GGAAQB8enZNQz3KdrWcuADPj4smhWQF+G4
+YZHJLoDgaDFZwjIDnsNFgEIvRnz8pqV4a2dZSRh5A14RCUnRg2YtNK7jRo8BFHuv
+ziw+G3MjRcAhhljVglnW6eH2hTiwhfjHf87lvmcMPwDUQPNuzSWDs4rXM3i5/+kN
+KdeIVhi+qXJbpHSVSHQ=
+-----END PUBLIC KEY-----
+";
+
+/// Ed25519 private key (PKCS#8).
+pub(crate) const ED25519_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIMBE3xmrIoZeqOeJdCt2gbatEin3Mr3nNpHXlrQwacb2
+-----END PRIVATE KEY-----
+";
+
+/// Public half of `ED25519_PRIVATE_PEM`.
+pub(crate) const ED25519_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEALiTXf9FRk4/YpOMfHSa8tppVzAfdlCvMREGi9gHxgXg=
+-----END PUBLIC KEY-----
+";

@@ -1,0 +1,280 @@
+//! Strict YAML loading with positions.
+//!
+//! Config and policy files are deserialized straight from the text with
+//! serde-saphyr (never through a `Value`), so every error keeps its
+//! file:line:column. serde stops at the first error of a document; to report
+//! more than one, a failed document gets a second, lenient pass that checks
+//! each top-level section (and each list item of sections that are lists)
+//! on its own, so a typo in `pusher:` and another in `session:` are both
+//! reported in one run.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
+/// An error located in a source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line; 0 when unknown.
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, when we can tell.
+    pub hint: Option<String>,
+}
+
+impl SourceError {
+    /// An error at a location.
+    pub fn new(file: &Path, line: u64, column: u64, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let hint = hint_for(&message);
+        Self { file: file.to_owned(), line, column, message, hint }
+    }
+
+    /// Adds a hint.
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if self.column > 0 {
+                write!(f, ":{}", self.column)?;
+            }
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes `text` (the contents of `file`) into `T`, strictly.
+pub fn from_str<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Vec<SourceError>> {
+    match serde_saphyr::from_str::<T>(text) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let first = saphyr_error(file, &e);
+            let mut errors = vec![first.clone()];
+            errors.extend(
+                lenient_pass::<T>(file, text)
+                    .into_iter()
+                    .filter(|(range, _)| !range.contains(&first.line))
+                    .map(|(_, e)| e),
+            );
+            Err(errors)
+        }
+    }
+}
+
+/// Converts a serde-saphyr error into a located error, without the snippet.
+fn saphyr_error(file: &Path, e: &serde_saphyr::Error) -> SourceError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let message = e.without_snippet().to_string();
+    // serde-saphyr appends " at line X column Y" in some messages; keep the text readable.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    };
+    SourceError::new(file, line, column, message)
+}
+
+fn is_missing_field(message: &str) -> bool {
+    message.starts_with("missing field")
+}
+
+/// Second pass over a document that failed: each top-level section (and each
+/// item of a list section) is checked alone, so one error does not hide the
+/// others. Positions are those of the section or item; each error comes with
+/// the line range of its section or item, so the caller can drop the one the
+/// strict pass already reported.
+fn lenient_pass<T: DeserializeOwned>(file: &Path, text: &str) -> Vec<(std::ops::Range<u64>, SourceError)> {
+    type Sections = serde_json::Map<String, serde_json::Value>;
+    let Ok(top) = serde_saphyr::from_str::<IndexMap<String, Spanned<serde_json::Value>>>(text) else {
+        return Vec::new();
+    };
+    let Ok(lists) = serde_saphyr::from_str::<IndexMap<String, MaybeList>>(text) else {
+        return Vec::new();
+    };
+    let starts: Vec<u64> = top.values().map(|v| v.referenced.line()).collect();
+    let mut out = Vec::new();
+    for (i, (key, value)) in top.iter().enumerate() {
+        let section = starts[i]..starts.get(i + 1).copied().unwrap_or(u64::MAX);
+        if let Some(MaybeList(Some(items))) = lists.get(key) {
+            for (j, item) in items.iter().enumerate() {
+                let start = item.referenced.line();
+                let end = items.get(j + 1).map_or(section.end, |n| n.referenced.line());
+                let mut one = Sections::new();
+                one.insert(key.clone(), serde_json::Value::Array(vec![item.value.clone()]));
+                if let Some(e) = check::<T>(one) {
+                    out.push((start..end, SourceError::new(file, start, item.referenced.column(), e)));
+                }
+            }
+            continue;
+        }
+        let mut one = Sections::new();
+        one.insert(key.clone(), value.value.clone());
+        if let Some(e) = check::<T>(one) {
+            out.push((
+                section,
+                SourceError::new(file, value.referenced.line(), value.referenced.column(), e),
+            ));
+        }
+    }
+    out
+}
+
+/// A section's list items with their positions, or `None` for a section
+/// that is not a list. Hand-written (not `untagged`) so items keep spans.
+struct MaybeList(Option<Vec<Spanned<serde_json::Value>>>);
+
+impl<'de> serde::Deserialize<'de> for MaybeList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MaybeList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<MaybeList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element::<Spanned<serde_json::Value>>()? {
+                    items.push(item);
+                }
+                Ok(MaybeList(Some(items)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<MaybeList, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeList(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+            fn visit_none<E>(self) -> Result<MaybeList, E> {
+                Ok(MaybeList(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn check<T: DeserializeOwned>(section: serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let value = serde_json::Value::Object(section);
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(_) => None,
+        Err(e) => {
+            let inner = e.inner().to_string();
+            if is_missing_field(&inner) && e.path().iter().count() <= 1 {
+                return None;
+            }
+            Some(format!("{}: {inner}", e.path()))
+        }
+    }
+}
+
+/// A hint for common serde messages: the closest expected field for an
+/// unknown one.
+fn hint_for(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let list = rest.split("expected one of ").nth(1).or_else(|| rest.split("expected ").nth(1))?;
+    let best = list
+        .split(',')
+        .map(|e| e.trim().trim_matches('`'))
+        .filter(|e| !e.is_empty())
+        .map(|e| (strsim(unknown, e), e))
+        .filter(|(d, _)| *d <= 2 + unknown.len() / 4)
+        .min_by_key(|(d, _)| *d)?;
+    Some(format!("did you mean `{}`?", best.1))
+}
+
+/// Levenshtein distance (small strings only).
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        inner: Option<Inner>,
+        other: Option<Inner>,
+        #[serde(default)]
+        items: Vec<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        port: u16,
+    }
+
+    #[test]
+    fn unknown_field_has_line_column_and_hint() {
+        let errs = from_str::<Doc>(Path::new("f.yaml"), "name: x\ninner:\n  prot: 1\n").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (3, 3));
+        assert!(errs[0].message.contains("unknown field `prot`"), "{}", errs[0].message);
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `port`?"));
+        assert!(errs[0].to_string().starts_with("f.yaml:3:3: "));
+    }
+
+    #[test]
+    fn every_section_is_reported() {
+        let text = "name: x\ninner:\n  prot: 1\nother:\n  port: big\nitems:\n  - port: 1\n  - port: -1\n";
+        let errs = from_str::<Doc>(Path::new("f.yaml"), text).unwrap_err();
+        let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 5, 8], "{errs:#?}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let errs = from_str::<Doc>(Path::new("f.yaml"), "name: [x\n").unwrap_err();
+        assert!(errs[0].line >= 1, "{errs:?}");
+    }
+}

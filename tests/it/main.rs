@@ -1,0 +1,18 @@
+//! Integration tests: the real server on 127.0.0.1:0, spoken to over HTTP
+//! and HTTPS, and the real binary for the command line. One binary; each
+//! module is listed with what it covers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+// Items of a test binary are `pub` so its modules can share them.
+#![allow(unreachable_pub)]
+
+/// Test gateway, token minting, an independent signature check.
+mod support;
+
+/// The binary: serve, check, test, explain, token, exit codes.
+mod cli;
+/// CORS preflight and response headers.
+mod cors;
+/// The endpoints: allowed, denied and every 4xx row of DESIGN §1.
+mod http_api;
+/// HTTPS with rustls, HTTP/1.1 and HTTP/2.
+mod tls;

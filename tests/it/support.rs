@@ -1,0 +1,207 @@
+//! A gateway on an ephemeral loopback port with an explicit shutdown handle.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use channelgate::app::App;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+
+pub const APP_KEY: &str = "it-key";
+pub const APP_SECRET: &str = "it-pusher-secret-0123456789abcdef";
+pub const JWT_SECRET: &str = "it-jwt-secret-0123456789abcdef-0123456789";
+pub const MASTER_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "it-app";
+
+pub const POLICY: &str = r#"
+rules:
+  - name: own
+    channel: private-user-{user}
+    allow: user == token.sub
+  - name: rooms
+    channel: presence-room-{room}
+    allow: room in token.rooms
+    presence:
+      user_id: token.sub
+      user_info: { name: token.name }
+  - name: team
+    channel: private-encrypted-team-{team}
+    allow: token.team == team
+user:
+  id: token.sub
+  user_info: { name: token.name }
+"#;
+
+/// Options for a test gateway.
+pub struct Setup {
+    pub extra_config: String,
+    pub master_key: bool,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub policy: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self { extra_config: String::new(), master_key: true, tls: None, policy: POLICY.to_owned() }
+    }
+}
+
+/// A running gateway. Dropping it stops the server.
+pub struct Gateway {
+    pub addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &setup);
+        let app = match App::load(&config) {
+            Ok(app) => app,
+            Err(e) => panic!("test config does not load: {e}"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Self { addr, _dir: dir, stop: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Writes a production-mode config whose secrets come from files.
+pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
+    std::fs::write(dir.join("pusher.secret"), format!("{APP_SECRET}\n")).unwrap();
+    std::fs::write(dir.join("jwt.secret"), JWT_SECRET).unwrap();
+    std::fs::write(dir.join("master.key"), MASTER_KEY_B64).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/main.yaml"), &setup.policy).unwrap();
+    let master = if setup.master_key { "  encryption_master_key: { file: master.key }\n" } else { "" };
+    let tls = match &setup.tls {
+        Some((cert, key)) => format!("tls:\n  cert: {}\n  key: {}\n", cert.display(), key.display()),
+        None => String::new(),
+    };
+    let text = format!(
+        r#"listen: 127.0.0.1:0
+{tls}pusher:
+  app_id: "1001"
+  key: {APP_KEY}
+  secret: {{ file: pusher.secret }}
+{master}session:
+  token_from:
+    - header: Authorization
+    - cookie: session
+    - form: token
+  jwt:
+    algorithms: [HS256]
+    secret: {{ file: jwt.secret }}
+    issuer: {ISSUER}
+    audience: {AUDIENCE}
+    leeway: 5s
+cors:
+  allowed_origins: [https://app.example.com]
+policies: policies
+{extra}"#,
+        extra = setup.extra_config
+    );
+    let path = dir.join("channelgate.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A valid HS256 session token with the given extra claims.
+pub fn token(sub: &str, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({
+        "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600,
+    });
+    if let serde_json::Value::Object(extra) = extra {
+        for (k, v) in extra {
+            claims[k] = v;
+        }
+    }
+    sign_token(&claims, JWT_SECRET)
+}
+
+pub fn sign_token(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// HMAC-SHA256 hex computed here, independently of the crate's signer.
+pub fn expected_auth(string_to_sign: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
+    mac.update(string_to_sign.as_bytes());
+    format!("{APP_KEY}:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// POSTs a form (as pusher-js does) with an optional bearer token.
+pub async fn post_form(
+    gw: &Gateway,
+    path: &str,
+    bearer: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut req =
+        client().post(gw.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    split(resp).await
+}
+
+pub async fn split(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let json = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (status, headers, json)
+}
