@@ -13,6 +13,7 @@ pub mod request;
 pub mod server;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -25,8 +26,10 @@ use crate::app::Gateway;
 use error::ApiError;
 use handlers::Audit;
 
-/// Response body type.
+/// Response body type of the handlers.
 pub type Body = Full<Bytes>;
+/// Response body type of the full [`service`] (the catch-panic layer boxes it).
+pub type ServiceBody = tower_http::body::UnsyncBoxBody<Bytes, tower_http::BoxError>;
 
 /// Liveness path.
 pub const HEALTHZ: &str = "/healthz";
@@ -43,6 +46,38 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
+}
+
+/// The tower service handed to hyper, outermost layer first:
+/// - catch-panic: a bug in a handler becomes a 500 for that request instead
+///   of a dropped connection (handlers are written not to panic; this is the
+///   last line of defence, and it logs);
+/// - the router and handlers ([`handle`]), which turn every refusal into a
+///   response, so the service's error type is `Infallible`.
+///
+/// Timeouts live below: header reads in the connection builder, body reads
+/// in [`request::read`].
+pub fn service(
+    gw: Arc<Gateway>,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<ServiceBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ServiceBody>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    tower::ServiceBuilder::new()
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .service_fn(move |req| handle(gw.clone(), req))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked; answered 500");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"error":"internal error","reason":"internal"}"#.into(),
+    )
 }
 
 /// Handles one request. Never fails.

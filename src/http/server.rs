@@ -14,6 +14,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -76,7 +77,7 @@ pub async fn serve(
         let handshake_timeout = settings.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req| crate::http::handle(gw.clone(), req));
+            let service = TowerToHyperService::new(crate::http::service(gw));
             match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
