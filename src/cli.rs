@@ -311,7 +311,7 @@ fn explain(
                 }
             }
         }
-        (None, Some(token)) => match gw.verifier.verify(token) {
+        (None, Some(token)) => match verify_for_explain(gw, token) {
             Ok(c) => {
                 println!("token:    valid (would be accepted)");
                 c.as_map().clone()
@@ -459,6 +459,19 @@ fn token(path: &Path, sub: &str, extra: &[String], ttl: Duration) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Verifies a token for `explain`, fetching remote issuer keys first.
+fn verify_for_explain(
+    gw: &crate::app::Gateway,
+    token: &str,
+) -> Result<crate::session::Claims, crate::session::AuthError> {
+    if gw.remote_issuers().next().is_some()
+        && let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+    {
+        rt.block_on(gw.refresh_keys_once());
+    }
+    gw.sessions.verifier().verify(token)
 }
 
 #[cfg(test)]

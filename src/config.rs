@@ -54,6 +54,8 @@ pub struct Config {
     pub token_sources: Vec<TokenSource>,
     /// JWT issuers with their keys.
     pub issuers: Vec<IssuerSettings>,
+    /// Verified-token cache bounds.
+    pub token_cache: crate::session::CacheSettings,
     /// Cross-origin settings.
     pub cors: Cors,
     /// Policy file or folder.
@@ -62,6 +64,62 @@ pub struct Config {
     pub max_member_bytes: usize,
     /// HTTP endpoint settings and limits.
     pub http: HttpSettings,
+    /// Rate limits.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// A rate: `count` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests…
+    pub count: u32,
+    /// …per this period.
+    pub period: Duration,
+}
+
+impl Rate {
+    /// Parses `50/s`, `600/m`, `1000/h`.
+    pub fn parse(s: &str) -> Option<Rate> {
+        let (count, unit) = s.trim().split_once('/')?;
+        let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(Rate { count, period })
+    }
+}
+
+/// Rate limiting per client IP and per user (DESIGN §10).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Off switch.
+    pub enabled: bool,
+    /// Sustained rate per client IP.
+    pub per_ip: Rate,
+    /// Burst per client IP.
+    pub per_ip_burst: u32,
+    /// Sustained rate per user (`sub`).
+    pub per_user: Rate,
+    /// Burst per user.
+    pub per_user_burst: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip: Rate { count: 50, period: Duration::from_secs(1) },
+            per_ip_burst: 100,
+            per_user: Rate { count: 20, period: Duration::from_secs(1) },
+            per_user_burst: 50,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// TLS PEM files.
@@ -104,6 +162,8 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Most channels in one batch request.
     pub max_batch_channels: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -117,6 +177,7 @@ impl Default for HttpSettings {
             tls_handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,
             max_batch_channels: 50,
+            max_header_bytes: 16 * 1024,
         }
     }
 }

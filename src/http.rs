@@ -9,11 +9,13 @@
 
 pub mod error;
 pub mod handlers;
+pub mod limit;
 pub mod request;
 pub mod server;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -59,6 +61,7 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
 /// in [`request::read`].
 pub fn service(
     gw: Arc<Gateway>,
+    peer: SocketAddr,
 ) -> impl tower::Service<
     Request<hyper::body::Incoming>,
     Response = Response<ServiceBody>,
@@ -69,7 +72,7 @@ pub fn service(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .service_fn(move |req| handle(gw.clone(), req))
+        .service_fn(move |req| handle(gw.clone(), peer, req))
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
@@ -81,7 +84,11 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> 
 }
 
 /// Handles one request. Never fails.
-pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Result<Response<Body>, Infallible>
+pub async fn handle<B>(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -103,11 +110,19 @@ where
     let result: Result<Response<Body>, ApiError> = match (endpoint, &parts.method) {
         (Some(_), &Method::OPTIONS) => Ok(preflight(&gw, &parts.headers)),
         (Some(endpoint), &Method::POST) => {
-            match request::read(&parts.headers, body, gw.http.max_body_bytes, gw.http.request_timeout).await {
+            let client = gw.limits.client_ip(peer.ip(), &parts.headers);
+            audit.client = Some(client);
+            let read = match gw.limits.check_ip(client) {
+                Ok(()) => {
+                    request::read(&parts.headers, body, gw.http.max_body_bytes, gw.http.request_timeout).await
+                }
+                Err(l) => Err(ApiError::limited(l)),
+            };
+            match read {
                 Ok(fields) => {
                     let answer = match endpoint {
-                        Endpoint::Channel => handlers::channel_auth(&gw, &parts, &fields, &mut audit),
-                        Endpoint::User => handlers::user_auth(&gw, &parts, &fields, &mut audit),
+                        Endpoint::Channel => handlers::channel_auth(&gw, &parts, &fields, &mut audit).await,
+                        Endpoint::User => handlers::user_auth(&gw, &parts, &fields, &mut audit).await,
                     };
                     answer.map(|body| json_response(StatusCode::OK, body))
                 }
@@ -134,6 +149,7 @@ where
                 path = %path,
                 status = e.status().as_u16(),
                 reason = e.reason(),
+                client = %audit.client.map(|c| c.to_string()).unwrap_or_default(),
                 user = audit.user.as_deref().unwrap_or(""),
                 channel = audit.channel.as_deref().unwrap_or(""),
                 "request refused"
@@ -165,12 +181,22 @@ enum Endpoint {
     User,
 }
 
+/// Readiness, with the state of each remote issuer's keys (no key
+/// material: counts, ages, the last fetch error).
 fn readiness(gw: &Gateway) -> Response<Body> {
-    if gw.is_ready() {
-        json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
-    } else {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#.into())
-    }
+    let ready = gw.is_ready();
+    let issuers: Vec<serde_json::Value> = gw
+        .key_status()
+        .into_iter()
+        .map(|(issuer, status)| {
+            let mut v = serde_json::to_value(status).unwrap_or_default();
+            v["issuer"] = issuer.map_or(serde_json::Value::Null, serde_json::Value::String);
+            v
+        })
+        .collect();
+    let body = serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "issuers": issuers });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, body.to_string())
 }
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,

@@ -6,17 +6,22 @@
 //!   message or `Debug` output. [`AuthError`] messages are fixed text (a
 //!   claim *name* from the configuration at most); [`Claims`] `Debug` prints
 //!   claim names only; [`KeySet`] `Debug` prints no key material.
-//! - Verification never does I/O: keys are loaded once, when the
-//!   configuration is loaded, and header parameters that point at keys
-//!   (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
+//! - Verification never does I/O: keys are loaded when the configuration is
+//!   loaded, or fetched by `remote` in the background (and, for an unknown
+//!   `kid`, by one rate-limited single-flight refetch outside `jwt`); header
+//!   parameters that point at keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
+//! - A verified token is cached (`cache`) under a hash of the token, never
+//!   past its `exp`, and re-verified if its `kid` left the issuer's keys.
 //! - `alg: none` (any casing), an algorithm not on the issuer's allow-list and
 //!   an algorithm outside the key's family (HS/RS confusion) are refused
 //!   before any cryptography runs.
 //! - This module depends on no other channelgate module but [`crate::secret`].
 
+mod cache;
 mod extract;
 mod jwt;
 mod keys;
+pub mod remote;
 
 #[cfg(test)]
 mod test_keys;
@@ -25,8 +30,9 @@ mod tests;
 
 use std::fmt;
 
+pub use cache::{Authenticator, CacheSettings, Session};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
-pub use jwt::{IssuerSettings, Verifier};
+pub use jwt::{IssuerSettings, Verified, Verifier};
 pub use keys::{JwksKeys, KeyError, KeySet, PemKey};
 
 /// Verified claims of a session token (the JSON payload, insertion order
@@ -127,6 +133,10 @@ pub enum AuthError {
     /// must be strings; `exp`, `nbf`, `iat` numbers).
     #[error("the session token has a claim of the wrong type")]
     InvalidClaims,
+    /// The issuer's keys could not be fetched yet (and none are cached):
+    /// the token cannot be checked now. Not the client's fault: 503.
+    #[error("the session token's issuer keys are unavailable; retry later")]
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -145,6 +155,7 @@ impl AuthError {
             Self::InvalidAudience => "invalid_audience",
             Self::MissingClaim(_) => "missing_claim",
             Self::InvalidClaims => "invalid_claims",
+            Self::KeysUnavailable => "jwks_unavailable",
         }
     }
 }

@@ -23,6 +23,25 @@ pub(crate) struct File {
     pub(crate) presence: Option<Presence>,
     #[serde(default)]
     pub(crate) http: Option<Http>,
+    #[serde(default)]
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimit {
+    #[serde(default)]
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) per_ip: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) per_ip_burst: Option<u32>,
+    #[serde(default)]
+    pub(crate) per_user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) per_user_burst: Option<u32>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +129,17 @@ pub(crate) struct Session {
     #[serde(default)]
     pub(crate) token_from: Option<Vec<Spanned<TokenFrom>>>,
     pub(crate) jwt: Spanned<OneOrMany<Issuer>>,
+    #[serde(default)]
+    pub(crate) token_cache: Option<TokenCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenCache {
+    #[serde(default)]
+    pub(crate) capacity: Option<u64>,
+    #[serde(default)]
+    pub(crate) max_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +172,16 @@ pub(crate) struct Issuer {
     pub(crate) leeway: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) required_claims: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) refresh_min: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) refresh_max: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) refetch_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) fetch_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +221,8 @@ pub(crate) struct Http {
     pub(crate) max_connections: Option<usize>,
     #[serde(default)]
     pub(crate) max_batch_channels: Option<usize>,
+    #[serde(default)]
+    pub(crate) max_header_bytes: Option<usize>,
 }
 
 /// One item or a list of them. Deserialized without buffering, so positions

@@ -9,12 +9,14 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::raw::{self, SecretSource};
-use super::{Config, Cors, HttpSettings, Mode, TlsFiles};
+use super::{Config, Cors, HttpSettings, Mode, Rate, RateLimitSettings, TlsFiles};
 use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
 use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
-use crate::session::{IssuerSettings, KeySet, TokenSource};
+use crate::session::remote::{KeySource, RemoteKeys, RemoteSettings, fetchable};
+use crate::session::{CacheSettings, IssuerSettings, KeySet, TokenSource};
 use crate::yaml::SourceError;
+use rustls::pki_types::pem::PemObject;
 
 /// Collects errors while validating one file.
 struct Ctx<'a> {
@@ -222,6 +224,7 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
             .collect(),
     };
     let issuers = validate_issuers(&mut cx, &raw.session.value.jwt);
+    let token_cache = token_cache(&mut cx, raw.session.value.token_cache.as_ref());
 
     // --- cors
     let cors = match &raw.cors {
@@ -278,6 +281,9 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         if let Some(n) = h.max_body_bytes {
             http.max_body_bytes = n.clamp(256, 1 << 20);
         }
+        if let Some(n) = h.max_header_bytes {
+            http.max_header_bytes = n.clamp(8 * 1024, 1 << 20);
+        }
         if let Some(n) = h.max_batch_channels {
             http.max_batch_channels = n.clamp(1, 1000);
         }
@@ -290,6 +296,7 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         http.tls_handshake_timeout =
             cx.duration("http.tls_handshake_timeout", &h.tls_handshake_timeout, http.tls_handshake_timeout);
     }
+    let rate_limit = rate_limit(&mut cx, raw.rate_limit.as_ref());
     if http.auth_path == http.user_auth_path {
         cx.errors.push(SourceError::new(file, 0, 0, "http.auth_path and http.user_auth_path are the same"));
     }
@@ -311,11 +318,56 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         api_url,
         token_sources,
         issuers,
+        token_cache,
         cors,
         policies,
         max_member_bytes,
         http,
+        rate_limit,
     })
+}
+
+fn rate_limit(cx: &mut Ctx<'_>, raw: Option<&raw::RateLimit>) -> RateLimitSettings {
+    let mut s = RateLimitSettings::default();
+    let Some(raw) = raw else { return s };
+    if let Some(e) = raw.enabled {
+        s.enabled = e;
+    }
+    for (target, value, what) in
+        [(&mut s.per_ip, &raw.per_ip, "per_ip"), (&mut s.per_user, &raw.per_user, "per_user")]
+    {
+        if let Some(v) = value {
+            match Rate::parse(&v.value) {
+                Some(r) => *target = r,
+                None => cx.hint(
+                    v,
+                    format!("rate_limit.{what}: `{}` is not a rate", v.value),
+                    "write e.g. `50/s`, `600/m`",
+                ),
+            }
+        }
+    }
+    if let Some(b) = raw.per_ip_burst {
+        s.per_ip_burst = b.max(1);
+    }
+    if let Some(b) = raw.per_user_burst {
+        s.per_user_burst = b.max(1);
+    }
+    for p in &raw.trusted_proxies {
+        let parsed = p
+            .value
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => s.trusted_proxies.push(net),
+            Err(_) => cx.hint(
+                p,
+                format!("rate_limit.trusted_proxies: `{}` is not a CIDR", p.value),
+                "write e.g. `10.0.0.0/8` or `127.0.0.1`",
+            ),
+        }
+    }
+    s
 }
 
 fn default_headers() -> Vec<String> {
@@ -397,7 +449,7 @@ fn validate_issuers(
             cx.hint(
                 jwt,
                 format!("{label}: give exactly one key source"),
-                "one of `secret`, `public_key`, `jwks_file` (`jwks_url` and `discovery` are not in this release)",
+                "one of `secret`, `public_key`, `jwks_file`, `jwks_url`, or `discovery: true` with `issuer`",
             );
             continue;
         }
@@ -452,20 +504,7 @@ fn validate_issuers(
                 }
             }
         } else {
-            let span_line = raw.jwks_url.as_ref().map(|u| (u.referenced.line(), u.referenced.column()));
-            let (line, column) = span_line
-                .or_else(|| raw.discovery.as_ref().map(|d| (d.referenced.line(), d.referenced.column())))
-                .unwrap_or((0, 0));
-            cx.errors.push(
-                SourceError::new(
-                    cx.file,
-                    line,
-                    column,
-                    format!("{label}: `jwks_url` and `discovery` are not supported by this release"),
-                )
-                .with_hint("download the JWKS document and point `jwks_file` at it"),
-            );
-            None
+            remote_keys(cx, &label, raw, jwt)
         };
         let Some(keys) = keys else { continue };
         for (alg, a) in algorithms.iter().zip(&raw.algorithms) {
@@ -498,4 +537,90 @@ fn validate_issuers(
         });
     }
     (cx.errors.len() == errors_before).then_some(out)
+}
+
+/// A remote key set: `jwks_url`, or `discovery: true` from `issuer`.
+fn remote_keys(
+    cx: &mut Ctx<'_>,
+    label: &str,
+    raw: &raw::Issuer,
+    jwt: &Spanned<raw::OneOrMany<raw::Issuer>>,
+) -> Option<KeySet> {
+    let mut settings = RemoteSettings::default();
+    settings.min_refresh =
+        cx.duration(&format!("{label}.refresh_min"), &raw.refresh_min, settings.min_refresh);
+    settings.max_refresh =
+        cx.duration(&format!("{label}.refresh_max"), &raw.refresh_max, settings.max_refresh);
+    settings.refetch_interval =
+        cx.duration(&format!("{label}.refetch_interval"), &raw.refetch_interval, settings.refetch_interval);
+    settings.timeout = cx.duration(&format!("{label}.fetch_timeout"), &raw.fetch_timeout, settings.timeout);
+    if settings.min_refresh > settings.max_refresh {
+        cx.at(jwt, format!("{label}: refresh_min is longer than refresh_max"));
+    }
+    if let Some(ca) = &raw.ca_file {
+        let path = cx.path(&ca.value);
+        match rustls::pki_types::CertificateDer::pem_file_iter(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string()))
+        {
+            Ok(certs) if !certs.is_empty() => settings.extra_roots = certs,
+            Ok(_) => {
+                cx.at(ca, format!("{label}.ca_file `{}` holds no certificate", path.display()));
+            }
+            Err(e) => {
+                cx.at(ca, format!("{label}.ca_file `{}`: {e}", path.display()));
+            }
+        }
+    }
+    let source = if let Some(u) = &raw.jwks_url {
+        match url::Url::parse(&u.value) {
+            Ok(url) if fetchable(&url) => KeySource::Jwks(url),
+            _ => {
+                cx.hint(
+                    u,
+                    format!("{label}.jwks_url `{}` is not fetchable", u.value),
+                    "use an https URL (http only for loopback)",
+                );
+                return None;
+            }
+        }
+    } else {
+        let Some(issuer) = raw.issuer.as_deref() else {
+            cx.hint(
+                jwt,
+                format!("{label}: `discovery: true` needs `issuer`"),
+                "set `issuer` to the issuer URL",
+            );
+            return None;
+        };
+        match url::Url::parse(issuer) {
+            Ok(url) if fetchable(&url) => KeySource::Discovery(url),
+            _ => {
+                cx.hint(
+                    jwt,
+                    format!("{label}: issuer `{issuer}` is not an https URL"),
+                    "OIDC discovery needs the issuer's https URL",
+                );
+                return None;
+            }
+        }
+    };
+    match RemoteKeys::new(source, settings) {
+        Ok(r) => Some(KeySet::Remote(std::sync::Arc::new(r))),
+        Err(e) => {
+            cx.at(jwt, format!("{label}: {e}"));
+            None
+        }
+    }
+}
+
+fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings {
+    let mut s = CacheSettings::default();
+    if let Some(raw) = raw {
+        if let Some(c) = raw.capacity {
+            s.capacity = c;
+        }
+        s.max_ttl = cx.duration("session.token_cache.max_ttl", &raw.max_ttl, s.max_ttl);
+    }
+    s
 }

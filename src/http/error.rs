@@ -29,12 +29,23 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     /// 415: not form-encoded or JSON.
     UnsupportedMediaType,
+    /// 429: over a rate limit.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 503: cannot decide now (e.g. the issuer's keys are unreachable and
+    /// none is cached); retry later.
+    Unavailable { reason: &'static str, message: String, retry_after_secs: u64 },
 }
 
 impl ApiError {
     /// 400 with a reason code.
     pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest { reason, message: message.into() }
+    }
+
+    /// 429 from a rate-limit refusal (`Retry-After` in whole seconds, at least 1).
+    pub fn limited(l: crate::http::limit::Limited) -> Self {
+        let secs = l.retry_after.as_secs() + u64::from(l.retry_after.subsec_nanos() > 0);
+        ApiError::TooManyRequests { retry_after_secs: secs.max(1) }
     }
 
     /// 400 from a protocol parse error.
@@ -62,13 +73,18 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The stable reason code.
     pub fn reason(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { reason, .. } | ApiError::Forbidden { reason, .. } => reason,
+            ApiError::BadRequest { reason, .. }
+            | ApiError::Forbidden { reason, .. }
+            | ApiError::Unavailable { reason, .. } => reason,
+            ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unauthorized(e) => e.reason(),
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -81,7 +97,12 @@ impl ApiError {
     /// The message for a person.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest { message, .. } | ApiError::Forbidden { message, .. } => message.clone(),
+            ApiError::BadRequest { message, .. }
+            | ApiError::Forbidden { message, .. }
+            | ApiError::Unavailable { message, .. } => message.clone(),
+            ApiError::TooManyRequests { retry_after_secs } => {
+                format!("too many requests; retry in {retry_after_secs}s")
+            }
             ApiError::Unauthorized(e) => e.to_string(),
             ApiError::NotFound => "no such endpoint".into(),
             ApiError::MethodNotAllowed { allow } => format!("use {allow}"),
@@ -122,6 +143,10 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

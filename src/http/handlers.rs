@@ -11,10 +11,10 @@ use http::request::Parts;
 use super::error::ApiError;
 use super::request::Fields;
 use crate::app::Gateway;
-use crate::policy::value::object_to_cel;
 use crate::policy::{Decision, Request};
 use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
-use crate::session::{Claims, extract_token};
+use crate::session::{AuthError, Session, TokenOrigin, extract_token};
+use std::sync::Arc;
 
 /// What a request did, for the audit line.
 #[derive(Debug, Default)]
@@ -25,10 +25,12 @@ pub struct Audit {
     pub channel: Option<String>,
     /// The deciding rule.
     pub rule: Option<String>,
+    /// The client address (after trusted proxies).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// `POST /pusher/auth`: one channel, or a batch (`channel_name[N]`).
-pub fn channel_auth(
+pub async fn channel_auth(
     gw: &Gateway,
     parts: &Parts,
     fields: &Fields,
@@ -41,9 +43,8 @@ pub fn channel_auth(
         (Some(name), true) => {
             let channel = parse_channel(name)?;
             audit.channel = Some(channel.as_str().to_owned());
-            let claims = session(gw, parts, fields, audit)?;
-            let token = object_to_cel(claims.as_map());
-            let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+            let session = session(gw, parts, fields, audit).await?;
+            let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
             decide(gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
         }
         (None, false) => {
@@ -54,9 +55,8 @@ pub fn channel_auth(
                 ));
             }
             audit.channel = Some(batch.join(","));
-            let claims = session(gw, parts, fields, audit)?;
-            let token = object_to_cel(claims.as_map());
-            let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+            let session = session(gw, parts, fields, audit).await?;
+            let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
             let mut out = String::from("{");
             for (i, name) in batch.iter().enumerate() {
                 if i > 0 {
@@ -89,16 +89,15 @@ pub fn channel_auth(
 }
 
 /// `POST /pusher/user-auth`: sign-in.
-pub fn user_auth(
+pub async fn user_auth(
     gw: &Gateway,
     parts: &Parts,
     fields: &Fields,
     audit: &mut Audit,
 ) -> Result<String, ApiError> {
     let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
-    let claims = session(gw, parts, fields, audit)?;
-    let token = object_to_cel(claims.as_map());
-    let request = Request { token: &token, socket_id: &socket, origin: origin(parts) };
+    let session = session(gw, parts, fields, audit).await?;
+    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
     let started = Instant::now();
     let decision = gw.policy.authenticate_user(&request, None);
     log_decision(audit, "signin", &decision, started);
@@ -128,13 +127,52 @@ fn origin(parts: &Parts) -> Option<&str> {
     parts.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
-/// Finds and verifies the session token.
-fn session(gw: &Gateway, parts: &Parts, fields: &Fields, audit: &mut Audit) -> Result<Claims, ApiError> {
-    let (token, _origin) =
+/// Finds and verifies the session token, then applies the per-user limit.
+///
+/// A token that came from a cookie is sent by the browser on its own, so a
+/// cookie session also needs an allowed `Origin` (or `Referer`): otherwise
+/// any site could make a visitor's browser ask for their channels (CSRF).
+/// Header and form tokens are put there by the app's own script.
+async fn session(
+    gw: &Gateway,
+    parts: &Parts,
+    fields: &Fields,
+    audit: &mut Audit,
+) -> Result<Arc<Session<cel::Value>>, ApiError> {
+    let (token, origin) =
         extract_token(&gw.token_sources, &parts.headers, &fields.pairs).map_err(ApiError::Unauthorized)?;
-    let claims = gw.verifier.verify(token).map_err(ApiError::Unauthorized)?;
-    audit.user = claims.sub().map(str::to_owned);
-    Ok(claims)
+    if origin == TokenOrigin::Cookie && !same_site_request(gw, &parts.headers) {
+        return Err(ApiError::Forbidden {
+            reason: "csrf",
+            message: "a cookie session needs an allowed Origin".into(),
+            rule: None,
+        });
+    }
+    let session = gw.sessions.authenticate(token).await.map_err(|e| match e {
+        AuthError::KeysUnavailable => {
+            ApiError::Unavailable { reason: "jwks_unavailable", message: e.to_string(), retry_after_secs: 5 }
+        }
+        e => ApiError::Unauthorized(e),
+    })?;
+    let sub = session.claims.sub();
+    audit.user = sub.map(str::to_owned);
+    if let Some(sub) = sub {
+        gw.limits.check_user(sub).map_err(ApiError::limited)?;
+    }
+    Ok(session)
+}
+
+/// Whether `Origin` (or, without it, the origin of `Referer`) is allowed.
+fn same_site_request(gw: &Gateway, headers: &http::HeaderMap) -> bool {
+    let origin = match headers.get(http::header::ORIGIN) {
+        Some(o) => o.to_str().ok().map(str::to_owned),
+        None => headers
+            .get(http::header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| url::Url::parse(r).ok())
+            .map(|u| u.origin().ascii_serialization()),
+    };
+    origin.is_some_and(|o| gw.cors.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(&o)))
 }
 
 /// Decides one channel and signs it when allowed.

@@ -65,7 +65,18 @@ impl Fields {
             indexed.push((index, v.as_str()));
         }
         indexed.sort_by_key(|(i, _)| *i);
-        Ok(indexed.into_iter().map(|(_, v)| v).collect())
+        let channels: Vec<&str> = indexed.into_iter().map(|(_, v)| v).collect();
+        // The answer is a JSON object keyed by channel: a repeated channel
+        // would give a repeated key.
+        for (i, c) in channels.iter().enumerate() {
+            if channels[..i].contains(c) {
+                return Err(ApiError::bad_request(
+                    "duplicate_field",
+                    "a channel is listed twice in the batch",
+                ));
+            }
+        }
+        Ok(channels)
     }
 }
 
@@ -224,6 +235,8 @@ mod tests {
         let f = parse_form(b"channel_name%5Bx%5D=a").unwrap();
         assert_eq!(f.batch_channels().unwrap_err().reason(), "invalid_field");
         let f = parse_form(b"channel_name%5B0%5D=a&channel_name%5B0%5D=b").unwrap();
+        assert_eq!(f.batch_channels().unwrap_err().reason(), "duplicate_field");
+        let f = parse_form(b"channel_name%5B0%5D=a&channel_name%5B1%5D=a").unwrap();
         assert_eq!(f.batch_channels().unwrap_err().reason(), "duplicate_field");
     }
 

@@ -37,13 +37,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(64 * 1024)
+        .max_buf_size(settings.max_header_bytes.max(8 * 1024))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size(32 * 1024)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -77,7 +77,7 @@ pub async fn serve(
         let handshake_timeout = settings.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = TowerToHyperService::new(crate::http::service(gw));
+            let service = TowerToHyperService::new(crate::http::service(gw, peer));
             match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

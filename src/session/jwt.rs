@@ -94,27 +94,70 @@ impl Verifier {
 
     /// Same with an explicit "now" in unix seconds.
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
-        let parsed = ParsedToken::parse(token)?;
-        let settings = self.select_issuer(&parsed.claims)?;
-        if !settings.algorithms.contains(&parsed.alg) {
-            return Err(AuthError::AlgorithmNotAllowed);
-        }
-        let key = settings.keys.select(parsed.alg, parsed.kid.as_deref())?;
-        verify_signature(parsed.alg, &key, parsed.signing_input.as_bytes(), parsed.signature)?;
-        check_claims(&parsed.claims, settings, now_unix)?;
-        Ok(Claims::new(parsed.claims))
+        self.verify_detailed(token, now_unix).map(|v| v.claims).map_err(|(e, _)| e)
     }
 
-    fn select_issuer(&self, claims: &Map<String, Value>) -> Result<&IssuerSettings, AuthError> {
+    /// Verifies and tells which issuer entry and `kid` verified the token.
+    /// On [`AuthError::UnknownKid`] or [`AuthError::KeysUnavailable`] from a
+    /// remote key set, the error comes with that key set and the token's
+    /// `kid`, so the caller may refetch and try once more.
+    pub fn verify_detailed(
+        &self,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<Verified, (AuthError, Option<Refetch>)> {
+        let parsed = ParsedToken::parse(token).map_err(|e| (e, None))?;
+        let (index, settings) = self.select_issuer(&parsed.claims).map_err(|e| (e, None))?;
+        if !settings.algorithms.contains(&parsed.alg) {
+            return Err((AuthError::AlgorithmNotAllowed, None));
+        }
+        let key = settings.keys.select(parsed.alg, parsed.kid.as_deref()).map_err(|e| {
+            let hint = match (&e, &settings.keys) {
+                (AuthError::UnknownKid | AuthError::KeysUnavailable, KeySet::Remote(remote)) => {
+                    Some(Refetch { keys: remote.clone(), kid: parsed.kid.clone() })
+                }
+                _ => None,
+            };
+            (e, hint)
+        })?;
+        verify_signature(parsed.alg, &key, parsed.signing_input.as_bytes(), parsed.signature)
+            .map_err(|e| (e, None))?;
+        check_claims(&parsed.claims, settings, now_unix).map_err(|e| (e, None))?;
+        Ok(Verified { claims: Claims::new(parsed.claims), issuer: index, kid: parsed.kid })
+    }
+
+    fn select_issuer(&self, claims: &Map<String, Value>) -> Result<(usize, &IssuerSettings), AuthError> {
         match self.issuers.as_slice() {
-            [only] => Ok(only),
+            [only] => Ok((0, only)),
             several => {
                 let iss = claims.get("iss").and_then(Value::as_str);
-                iss.and_then(|iss| several.iter().find(|entry| entry.issuer.as_deref() == Some(iss)))
-                    .ok_or(AuthError::UnknownIssuer)
+                iss.and_then(|iss| {
+                    several.iter().enumerate().find(|(_, entry)| entry.issuer.as_deref() == Some(iss))
+                })
+                .ok_or(AuthError::UnknownIssuer)
             }
         }
     }
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its claims.
+    pub claims: Claims,
+    /// Index of the issuer entry that verified it.
+    pub issuer: usize,
+    /// Its `kid`, if any.
+    pub kid: Option<String>,
+}
+
+/// A remote key set worth refetching, and the `kid` that was missing.
+#[derive(Debug, Clone)]
+pub struct Refetch {
+    /// The issuer's remote keys.
+    pub keys: std::sync::Arc<super::remote::RemoteKeys>,
+    /// The token's `kid`.
+    pub kid: Option<String>,
 }
 
 /// A structurally valid token, not yet verified.

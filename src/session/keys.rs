@@ -62,6 +62,9 @@ pub enum KeySet {
     /// A JWKS document: keys selected by `kid`; a token without `kid` is
     /// accepted only when the set holds exactly one usable key.
     Jwks(JwksKeys),
+    /// Keys fetched from the issuer (JWKS URL or OIDC discovery) and
+    /// refreshed in the background; RSA, EC and Ed25519 only.
+    Remote(std::sync::Arc<super::remote::RemoteKeys>),
 }
 
 /// One public key loaded from PEM, with the algorithms it verifies.
@@ -161,6 +164,25 @@ impl KeySet {
     /// other than P-256, P-384, Ed25519) are skipped; an error if none is
     /// left. A supported key with broken parameters is an error.
     pub fn from_jwks_json(json: &[u8]) -> Result<Self, KeyError> {
+        JwksKeys::from_json(json).map(Self::Jwks)
+    }
+
+    /// Algorithms this key set can verify (for config validation: configured
+    /// algorithms must be a subset). Remote key sets are not known before
+    /// they are fetched: any asymmetric algorithm is accepted.
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        match self {
+            Self::Secret(_) => HMAC_ALGORITHMS.contains(&alg),
+            Self::Pem(pem) => pem.algorithms.contains(&alg),
+            Self::Jwks(jwks) => jwks.keys.iter().any(|key| key.algorithms.contains(&alg)),
+            Self::Remote(_) => !HMAC_ALGORITHMS.contains(&alg),
+        }
+    }
+}
+
+impl JwksKeys {
+    /// Parses a JWKS document; see [`KeySet::from_jwks_json`].
+    pub fn from_json(json: &[u8]) -> Result<Self, KeyError> {
         let set: JwkSet = serde_json::from_slice(json).map_err(|err| {
             KeyError::InvalidJwks(format!(
                 "not a jwks document (line {}, column {})",
@@ -178,19 +200,26 @@ impl KeySet {
         if keys.is_empty() {
             return Err(KeyError::NoUsableKeys);
         }
-        Ok(Self::Jwks(JwksKeys { keys }))
+        Ok(JwksKeys { keys })
     }
 
-    /// Algorithms this key set can verify (for config validation: configured
-    /// algorithms must be a subset).
-    pub fn supports(&self, alg: Algorithm) -> bool {
-        match self {
-            Self::Secret(_) => HMAC_ALGORITHMS.contains(&alg),
-            Self::Pem(pem) => pem.algorithms.contains(&alg),
-            Self::Jwks(jwks) => jwks.keys.iter().any(|key| key.algorithms.contains(&alg)),
-        }
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
     }
 
+    /// Whether there is no usable key (never true for a parsed set).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether a key with this `kid` is in the set.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+impl KeySet {
     /// The key that verifies a token signed with `alg` and carrying `kid`.
     ///
     /// `alg` outside the key's family → [`AuthError::AlgorithmNotAllowed`];
@@ -219,12 +248,18 @@ impl KeySet {
                 }
             }
             Self::Jwks(jwks) => jwks.select(alg, kid).map(Cow::Borrowed),
+            Self::Remote(remote) => {
+                if HMAC_ALGORITHMS.contains(&alg) {
+                    return Err(AuthError::AlgorithmNotAllowed);
+                }
+                remote.select(alg, kid).map(Cow::Owned)
+            }
         }
     }
 }
 
 impl JwksKeys {
-    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
+    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
         match kid {
             Some(kid) => {
                 if kid.len() > MAX_KID_LEN {
@@ -351,6 +386,7 @@ impl fmt::Debug for KeySet {
             Self::Secret(_) => f.write_str("KeySet::Secret([redacted])"),
             Self::Pem(pem) => pem.fmt(f),
             Self::Jwks(jwks) => jwks.fmt(f),
+            Self::Remote(remote) => remote.fmt(f),
         }
     }
 }

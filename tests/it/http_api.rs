@@ -187,6 +187,7 @@ async fn cookie_and_json_body() {
     let resp = client()
         .post(gw.url("/pusher/auth"))
         .header("cookie", format!("theme=dark; session={t}"))
+        .header("origin", "https://app.example.com")
         .json(&json!({"socket_id": SOCKET, "channel_name": "private-user-alice"}))
         .send()
         .await
@@ -460,4 +461,110 @@ async fn configured_paths_are_used() {
     .await;
     assert_eq!(s, 404);
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn several_issuers_each_with_their_own_checks() {
+    // A second HS issuer with its own secret, audience and required claims;
+    // the token's `iss` picks the entry.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    std::fs::write(dir.path().join("other.secret"), "other-issuer-secret-0123456789abcdef!!").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  jwt:\n    algorithms: [HS256]\n    secret: { file: jwt.secret }\n    issuer: https://issuer.test\n    audience: it-app\n    leeway: 5s\n",
+        "  jwt:\n    - algorithms: [HS256]\n      secret: { file: jwt.secret }\n      issuer: https://issuer.test\n      audience: it-app\n      leeway: 5s\n    - algorithms: [HS384]\n      secret: { file: other.secret }\n      issuer: https://other.test\n      audience: [mobile]\n      required_claims: [sub, exp, tenant]\n",
+    );
+    assert!(text.contains("https://other.test"), "the config template changed:\n{text}");
+    std::fs::write(&config, text).unwrap();
+    let app = channelgate::app::App::load(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = rx.await;
+    }));
+    let sign = |claims: serde_json::Value, alg, secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let other = "other-issuer-secret-0123456789abcdef!!";
+    let hs384 = jsonwebtoken::Algorithm::HS384;
+    let cases = [
+        (token("alice", json!({})), 200, None),
+        (
+            sign(
+                json!({"sub": "alice", "iss": "https://other.test", "aud": "mobile", "exp": now() + 60, "tenant": "t"}),
+                hs384,
+                other,
+            ),
+            200,
+            None,
+        ),
+        (
+            sign(
+                json!({"sub": "alice", "iss": "https://other.test", "aud": "mobile", "exp": now() + 60}),
+                hs384,
+                other,
+            ),
+            401,
+            Some("missing_claim"),
+        ),
+        (
+            sign(
+                json!({"sub": "alice", "iss": "https://other.test", "aud": "it-app", "exp": now() + 60, "tenant": "t"}),
+                hs384,
+                other,
+            ),
+            401,
+            Some("invalid_audience"),
+        ),
+        // The other issuer's algorithm with the first issuer's name.
+        (
+            sign(
+                json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 60}),
+                hs384,
+                JWT_SECRET,
+            ),
+            401,
+            Some("algorithm_not_allowed"),
+        ),
+        (
+            sign(
+                json!({"sub": "alice", "iss": "https://nobody.test", "aud": AUDIENCE, "exp": now() + 60}),
+                jsonwebtoken::Algorithm::HS256,
+                JWT_SECRET,
+            ),
+            401,
+            Some("unknown_issuer"),
+        ),
+        (
+            sign(
+                json!({"sub": "alice", "aud": AUDIENCE, "exp": now() + 60}),
+                jsonwebtoken::Algorithm::HS256,
+                JWT_SECRET,
+            ),
+            401,
+            Some("unknown_issuer"),
+        ),
+    ];
+    for (t, status, reason) in cases {
+        let resp = client()
+            .post(format!("http://{addr}/pusher/auth"))
+            .bearer_auth(&t)
+            .form(&[("socket_id", SOCKET), ("channel_name", "private-user-alice")])
+            .send()
+            .await
+            .unwrap();
+        let (s, _, b) = split(resp).await;
+        assert_eq!(s, status, "{b}");
+        if let Some(r) = reason {
+            assert_refused(s, &b, status, r);
+        }
+    }
+    let _ = tx.send(());
+    server.await.unwrap();
 }

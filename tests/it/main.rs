@@ -8,11 +8,19 @@
 /// Test gateway, token minting, an independent signature check.
 mod support;
 
+/// Forged tokens, smuggled fields, escaping captures, oversized bodies: exact refusals.
+mod adversarial;
 /// The binary: serve, check, test, explain, token, exit codes.
 mod cli;
 /// CORS preflight and response headers.
 mod cors;
+/// CSRF for cookie sessions, rate limits, header limits, idle connections.
+mod hardening;
 /// The endpoints: allowed, denied and every 4xx row of DESIGN §1.
 mod http_api;
+/// Remote keys (JWKS over HTTPS, OIDC discovery), the token cache, rotation.
+mod jwks;
+/// Debug and trace logs of the real binary hold no secret and no token.
+mod logs;
 /// HTTPS with rustls, HTTP/1.1 and HTTP/2.
 mod tls;

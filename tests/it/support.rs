@@ -40,11 +40,19 @@ pub struct Setup {
     pub master_key: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub policy: String,
+    /// The `rate_limit:` block; off by default so tests may send bursts.
+    pub rate_limit: String,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { extra_config: String::new(), master_key: true, tls: None, policy: POLICY.to_owned() }
+        Self {
+            extra_config: String::new(),
+            master_key: true,
+            tls: None,
+            policy: POLICY.to_owned(),
+            rate_limit: "rate_limit:\n  enabled: false\n".to_owned(),
+        }
     }
 }
 
@@ -132,7 +140,8 @@ pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
 cors:
   allowed_origins: [https://app.example.com]
 policies: policies
-{extra}"#,
+{rate_limit}{extra}"#,
+        rate_limit = setup.rate_limit,
         extra = setup.extra_config
     );
     let path = dir.join("channelgate.yaml");

@@ -1,0 +1,312 @@
+//! Hardening: CSRF for cookie sessions, rate limits, header limits, and
+//! 10,000 idle keep-alive connections that must not starve new requests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+const FORM: &[(&str, &str)] = &[("socket_id", "1234.5678"), ("channel_name", "private-user-alice")];
+
+async fn with_cookie(
+    gw: &Gateway,
+    token: &str,
+    origin: Option<&str>,
+    referer: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req =
+        client().post(gw.url("/pusher/auth")).header("cookie", format!("session={token}")).form(FORM);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    if let Some(r) = referer {
+        req = req.header("referer", r);
+    }
+    let (s, _, b) = split(req.send().await.unwrap()).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn cookie_sessions_need_an_allowed_origin() {
+    let gw = Gateway::start().await;
+    let t = token("alice", json!({}));
+    let (s, b) = with_cookie(&gw, &t, None, None).await;
+    assert_eq!((s, b["reason"].as_str()), (403, Some("csrf")), "{b}");
+    assert!(b.get("auth").is_none());
+    let (s, b) = with_cookie(&gw, &t, Some("https://evil.example.com"), None).await;
+    assert_eq!((s, b["reason"].as_str()), (403, Some("csrf")), "{b}");
+    let (s, b) = with_cookie(&gw, &t, Some("null"), None).await;
+    assert_eq!((s, b["reason"].as_str()), (403, Some("csrf")), "{b}");
+    let (s, b) = with_cookie(&gw, &t, Some("https://app.example.com"), None).await;
+    assert_eq!(s, 200, "{b}");
+    // Without Origin, the Referer's origin counts.
+    let (s, b) = with_cookie(&gw, &t, None, Some("https://app.example.com/chat?room=1")).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = with_cookie(&gw, &t, None, Some("https://evil.example.com/app.example.com")).await;
+    assert_eq!(s, 403);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_and_form_tokens_are_not_subject_to_csrf() {
+    let gw = Gateway::start().await;
+    let t = token("alice", json!({}));
+    let (s, _, b) = post_form(&gw, "/pusher/auth", Some(&t), FORM).await;
+    assert_eq!(s, 200, "{b}");
+    let mut form = FORM.to_vec();
+    form.push(("token", &t));
+    let (s, _, b) = post_form(&gw, "/pusher/auth", None, &form).await;
+    assert_eq!(s, 200, "{b}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn per_ip_limit_answers_429_with_retry_after() {
+    let gw = Gateway::with(Setup {
+        rate_limit:
+            "rate_limit:\n  per_ip: 1/m\n  per_ip_burst: 3\n  per_user: 1000/s\n  per_user_burst: 1000\n"
+                .into(),
+        ..Setup::default()
+    })
+    .await;
+    let t = token("alice", json!({}));
+    for _ in 0..3 {
+        let (s, _, b) = post_form(&gw, "/pusher/auth", Some(&t), FORM).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, h, b) = post_form(&gw, "/pusher/auth", Some(&t), FORM).await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["reason"], "rate_limited");
+    assert!(b.get("auth").is_none());
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // X-Forwarded-For from an untrusted peer does not buy a new bucket.
+    let resp = client()
+        .post(gw.url("/pusher/auth"))
+        .bearer_auth(&t)
+        .header("x-forwarded-for", "198.51.100.1")
+        .form(FORM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    // Health checks are never limited.
+    assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxy_forwards_the_client_address() {
+    let gw = Gateway::with(Setup {
+        rate_limit: "rate_limit:\n  per_ip: 1/m\n  per_ip_burst: 1\n  trusted_proxies: [127.0.0.1/32]\n"
+            .into(),
+        ..Setup::default()
+    })
+    .await;
+    let t = token("alice", json!({}));
+    for (client_ip, want) in [("198.51.100.1", 200), ("198.51.100.1", 429), ("198.51.100.2", 200)] {
+        let resp = client()
+            .post(gw.url("/pusher/auth"))
+            .bearer_auth(&t)
+            .header("x-forwarded-for", format!("6.6.6.6, {client_ip}"))
+            .form(FORM)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{client_ip}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn per_user_limit_follows_sub_across_addresses() {
+    let gw = Gateway::with(Setup {
+        rate_limit:
+            "rate_limit:\n  per_ip: 1000/s\n  per_ip_burst: 1000\n  per_user: 1/m\n  per_user_burst: 2\n"
+                .into(),
+        ..Setup::default()
+    })
+    .await;
+    let alice = token("alice", json!({}));
+    let bob = token("bob", json!({}));
+    let bob_form = [("socket_id", "1234.5678"), ("channel_name", "private-user-bob")];
+    assert_eq!(post_form(&gw, "/pusher/auth", Some(&alice), FORM).await.0, 200);
+    assert_eq!(post_form(&gw, "/pusher/auth", Some(&alice), FORM).await.0, 200);
+    let (s, _, b) = post_form(&gw, "/pusher/auth", Some(&alice), FORM).await;
+    assert_eq!((s, b["reason"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(post_form(&gw, "/pusher/auth", Some(&bob), &bob_form).await.0, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let gw = Gateway::start().await;
+    let resp = client().get(gw.url("/healthz")).header("x-pad", "a".repeat(40 * 1024)).send().await.unwrap();
+    assert_eq!(resp.status(), 431);
+    gw.stop().await;
+}
+
+/// Opens `n` keep-alive connections, each after one answered request.
+async fn open_idle(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 1024];
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let read = s.read(&mut buf).await.unwrap();
+        assert!(buf[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..read]));
+        conns.push(s);
+    }
+    conns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_block_new_requests() {
+    const IDLE: usize = 10_000;
+    // The server runs as its own process so the two sides' sockets do not
+    // share one file-descriptor limit.
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    assert!(hard >= IDLE as u64 + 512, "the hard open-files limit ({hard}) is too low for this test");
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "http:\n  header_read_timeout: 120s\n  max_connections: 20000\n";
+    let config = write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_channelgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Stops the server by PID if the test fails before it does.
+    struct Kill(Option<u32>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+        }
+    }
+    let mut guard = Kill(Some(child.id()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    // Drain the server's log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let started = Instant::now();
+    let mut idle = open_idle(addr, IDLE).await;
+    let opened_in = started.elapsed();
+
+    let t = token("alice", json!({}));
+    let probe = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::Client::new().post(format!("http://{addr}/pusher/auth")).bearer_auth(&t).form(FORM).send(),
+    )
+    .await
+    .expect("a new request was not served while 10,000 connections were idle")
+    .unwrap();
+    let latency = probe.elapsed();
+    assert_eq!(resp.status(), 200);
+    // The idle connections are still open and still served.
+    for s in idle.iter_mut().step_by(1000) {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    println!("opened {IDLE} idle connections in {opened_in:?}; a new request took {latency:?}");
+    drop(idle);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    guard.0 = None;
+    assert!(child.wait().unwrap().success());
+}
+
+/// Reads until the peer closes or `limit` passes; true when it closed.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> (bool, Vec<u8>) {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (false, got),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let extra = "http:\n  header_read_timeout: 1s\n  request_timeout: 1s\n  tls_handshake_timeout: 1s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+
+    // Slowloris: headers that never end.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /pusher/auth HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "a connection with unfinished headers stayed open past the header timeout");
+
+    // A body that never arrives: 408 with a reason, then the connection ends.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /pusher/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nsocket_id=1",
+    )
+    .await
+    .unwrap();
+    let (_, got) = closed_within(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn tls_handshake_timeout_closes_silent_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let gw = Gateway::with(Setup {
+        tls: Some((cert, key)),
+        extra_config: "http:\n  tls_handshake_timeout: 1s\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "a silent TLS connection stayed open past the handshake timeout");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_free_slot() {
+    let gw = Gateway::with(Setup {
+        extra_config: "http:\n  max_connections: 2\n  header_read_timeout: 30s\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut held = open_idle(gw.addr, 2).await;
+    // The third connection is accepted by the kernel but not served.
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    assert!(tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await.is_err());
+    // Freeing a slot lets it through.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    gw.stop().await;
+}
