@@ -1,20 +1,32 @@
-//! Wiring: a validated [`Config`] plus compiled policies become a
-//! [`Gateway`] (everything a request needs, shared read-only behind an
-//! `Arc`), and [`App`] binds and serves it.
+//! Wiring and lifecycle.
+//!
+//! A validated [`Config`] plus compiled policies become a [`Gateway`]:
+//! everything a request needs, read-only behind an `Arc`. The [`Runtime`]
+//! holds the current gateway in an atomic pointer and swaps in a new one on
+//! reload (file change or SIGHUP) only after the new config, policies and
+//! certificates all validate; a request keeps the gateway it started with.
+//! What must outlive reloads — metrics, the audit sink, issuer keys already
+//! fetched, the draining flag — lives in the runtime. [`App`] binds the
+//! listeners and runs the startup and shutdown sequence.
 
 use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 
+use crate::audit::Audit;
 use crate::config::{Config, ConfigErrors, Cors, HttpSettings, Mode, TlsFiles};
 use crate::http::limit::RateLimits;
 use crate::policy::Policy;
 use crate::pusher::Signer;
 use crate::session::remote::{KeyStatus, RemoteKeys};
 use crate::session::{Authenticator, Claims, KeySet, TokenSource, Verifier};
+use crate::telemetry::{Metrics, ResultLabels};
 use crate::yaml::SourceError;
 
 /// Everything a request needs. Read-only once built.
@@ -71,80 +83,382 @@ impl Gateway {
     }
 }
 
-/// A loaded application: gateway plus listener settings.
+/// The running service: what survives reloads.
+#[derive(Debug)]
+pub struct Runtime {
+    current: ArcSwap<Gateway>,
+    tls: ArcSwapOption<rustls::ServerConfig>,
+    draining: AtomicBool,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Audit sink (its destination is fixed at startup).
+    pub audit: Audit,
+    config_path: PathBuf,
+    watched: std::sync::Mutex<Watched>,
+    reload_lock: std::sync::Mutex<()>,
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    watch: bool,
+}
+
+/// Paths whose change triggers a reload.
+#[derive(Debug, Clone, Default)]
+struct Watched {
+    files: Vec<PathBuf>,
+    policies: PathBuf,
+}
+
+impl Watched {
+    fn of(config: &Config) -> Self {
+        let mut files = vec![config.source.clone()];
+        if let Some(t) = &config.tls {
+            files.push(t.cert.clone());
+            files.push(t.key.clone());
+        }
+        Self { files, policies: config.policies.clone() }
+    }
+
+    /// Folders to watch (non-recursively, except the policy folder).
+    fn folders(&self) -> Vec<(PathBuf, bool)> {
+        let mut out: Vec<(PathBuf, bool)> = Vec::new();
+        for f in &self.files {
+            if let Some(parent) = f.parent() {
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                out.push((parent.to_owned(), false));
+            }
+        }
+        if self.policies.is_dir() {
+            out.push((self.policies.clone(), true));
+        } else if let Some(parent) = self.policies.parent() {
+            out.push((parent.to_owned(), false));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn is_relevant(&self, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Kubernetes swaps mounted files through a `..data` symlink.
+        name.starts_with("..")
+            || self.files.iter().any(|f| same_file(f, path))
+            || path.starts_with(&self.policies)
+            || same_file(&self.policies, path)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || (a.file_name() == b.file_name() && a.canonicalize().ok() == b.canonicalize().ok())
+}
+
+impl Runtime {
+    /// The gateway in force now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// The TLS configuration in force now (new connections use it).
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.load_full()
+    }
+
+    /// Ready: not shutting down, and every remote issuer's keys fetched once.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst) && self.gateway().is_ready()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Turns readiness off: the first step of a graceful shutdown.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Re-reads config, policies and certificates and swaps them in if all
+    /// of them are valid. On error nothing changes, the errors (with
+    /// file:line) are returned and logged, and a failed reload is counted.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.gateway();
+        let result = Config::load(&self.config_path).and_then(|config| {
+            if config.listen != self.listen || config.admin_listen != self.admin_listen {
+                tracing::warn!("listen addresses changed; they take effect after a restart");
+            }
+            let watched = Watched::of(&config);
+            let (gateway, tls) = build(config, Some(&old))?;
+            Ok((gateway, tls, watched))
+        });
+        match result {
+            Ok((gateway, tls, watched)) => {
+                let gateway = Arc::new(gateway);
+                self.current.store(gateway.clone());
+                if tls.is_some() || self.tls.load().is_some() {
+                    self.tls.store(tls);
+                }
+                if let Ok(mut w) = self.watched.lock() {
+                    *w = watched;
+                }
+                spawn_key_refresh(&gateway);
+                self.metrics.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+                tracing::info!(rules = gateway.policy.rules().len(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.reloads.get_or_create(&ResultLabels { result: "error" }).inc();
+                for err in &e.0 {
+                    tracing::error!(error = %err, "reload refused; the running configuration stays in force");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Builds a gateway (and TLS config) from a validated config. Issuer keys
+/// already fetched by `previous` for the same source are kept, so a reload
+/// never makes the gateway wait for its issuers again.
+fn build(
+    mut config: Config,
+    previous: Option<&Gateway>,
+) -> Result<(Gateway, Option<Arc<rustls::ServerConfig>>), ConfigErrors> {
+    let mut errors: Vec<SourceError> = Vec::new();
+    let policy =
+        Policy::load(&config.policies, config.max_member_bytes).map_err(|mut e| errors.append(&mut e));
+    let tls = config.tls.as_ref().map(|TlsFiles { cert, key }| {
+        crate::tls::server_config(cert, key)
+            .map_err(|e| errors.push(SourceError::new(&config.source, 0, 0, e.to_string())))
+    });
+    let (Ok(policy), tls) = (policy, tls.transpose()) else {
+        return Err(ConfigErrors(errors));
+    };
+    let Ok(tls) = tls else {
+        return Err(ConfigErrors(errors));
+    };
+    if let Some(previous) = previous {
+        for issuer in &mut config.issuers {
+            if let KeySet::Remote(new) = &issuer.keys
+                && let Some((_, old)) = previous.remote_issuers().find(|(_, old)| old.same_source(new))
+            {
+                issuer.keys = KeySet::Remote(old.clone());
+            }
+        }
+    }
+    let gateway = Gateway {
+        mode: config.mode,
+        signer: config.signer,
+        sessions: Authenticator::new(Verifier::new(config.issuers), config.token_cache, claims_to_cel),
+        token_sources: config.token_sources,
+        policy,
+        cors: config.cors,
+        http: config.http,
+        limits: RateLimits::new(&config.rate_limit),
+    };
+    Ok((gateway, tls))
+}
+
+/// Starts the background refresh of each remote issuer that has none yet.
+/// A task holds only a weak reference: it ends when no gateway uses the
+/// key set any more (after a reload removed the issuer).
+fn spawn_key_refresh(gateway: &Gateway) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    for (_, remote) in gateway.remote_issuers() {
+        if !remote.claim_refresh_task() {
+            continue;
+        }
+        let weak: Weak<RemoteKeys> = Arc::downgrade(remote);
+        handle.spawn(async move {
+            loop {
+                let Some(remote) = weak.upgrade() else { return };
+                let wait = match remote.refresh().await {
+                    Ok(next) => next,
+                    Err((_, retry)) => retry,
+                };
+                drop(remote);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+}
+
+/// A loaded application.
 #[derive(Debug)]
 pub struct App {
-    /// The shared gateway.
-    pub gateway: Arc<Gateway>,
-    /// Listen address from the config.
-    pub listen: std::net::SocketAddr,
-    /// TLS configuration, when `tls` is set.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The running service.
+    pub runtime: Arc<Runtime>,
 }
 
 impl App {
-    /// Loads config and policies, collecting every error of both.
+    /// Loads config, policies and certificates, collecting every error, and
+    /// starts the audit writer.
     pub fn load(path: &Path) -> Result<App, ConfigErrors> {
         let config = Config::load(path)?;
         Self::from_config(config)
     }
 
-    /// Compiles the policies and sets up TLS for a validated config.
+    /// Builds the runtime for a validated config.
     pub fn from_config(config: Config) -> Result<App, ConfigErrors> {
-        let mut errors: Vec<SourceError> = Vec::new();
-        let policy =
-            Policy::load(&config.policies, config.max_member_bytes).map_err(|mut e| errors.append(&mut e));
-        let tls = config.tls.as_ref().map(|TlsFiles { cert, key }| {
-            crate::tls::server_config(cert, key)
-                .map_err(|e| errors.push(SourceError::new(&config.source, 0, 0, e.to_string())))
+        let source = config.source.clone();
+        let (listen, admin_listen, watch) = (config.listen, config.admin_listen, config.watch);
+        let watched = Watched::of(&config);
+        let audit = match &config.audit {
+            None => Audit::disabled(),
+            Some(to) => Audit::start(to).map_err(|e| {
+                ConfigErrors(vec![SourceError::new(
+                    &source,
+                    0,
+                    0,
+                    format!("audit: cannot open the destination: {e}"),
+                )])
+            })?,
+        };
+        let (gateway, tls) = build(config, None)?;
+        let runtime = Arc::new_cyclic(|weak| Runtime {
+            current: ArcSwap::from_pointee(gateway),
+            tls: ArcSwapOption::new(tls),
+            draining: AtomicBool::new(false),
+            metrics: Metrics::new(weak.clone()),
+            audit,
+            config_path: source,
+            watched: std::sync::Mutex::new(watched),
+            reload_lock: std::sync::Mutex::new(()),
+            listen,
+            admin_listen,
+            watch,
         });
-        let (Ok(policy), tls) = (policy, tls.transpose()) else {
-            return Err(ConfigErrors(errors));
-        };
-        let Ok(tls) = tls else {
-            return Err(ConfigErrors(errors));
-        };
-        let gateway = Gateway {
-            mode: config.mode,
-            signer: config.signer,
-            sessions: Authenticator::new(Verifier::new(config.issuers), config.token_cache, claims_to_cel),
-            token_sources: config.token_sources,
-            policy,
-            cors: config.cors,
-            http: config.http,
-            limits: RateLimits::new(&config.rate_limit),
-        };
-        Ok(App { gateway: Arc::new(gateway), listen: config.listen, tls })
+        Ok(App { runtime })
     }
 
-    /// Serves on an already bound listener until `shutdown` resolves.
+    /// The gateway in force now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.runtime.gateway()
+    }
+
+    /// The configured public listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.runtime.listen
+    }
+
+    /// The configured admin listen address, if any.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.runtime.admin_listen
+    }
+
+    /// Serves the public listener only, until `shutdown` (for tests and
+    /// embedding); see [`App::run`] for the full lifecycle.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let gw = self.gateway.clone();
+        self.run(listener, None, shutdown).await;
+    }
+
+    /// Runs until `shutdown` resolves: fetches issuer keys, serves the
+    /// public and admin listeners, reloads on file change and SIGHUP. Then:
+    /// readiness turns false, `shutdown_delay` passes (load balancers
+    /// notice), the public listener stops accepting and open requests
+    /// finish within `shutdown_grace`; then the admin listener closes.
+    pub async fn run(
+        self,
+        public: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let rt = self.runtime;
         let mut tasks = Vec::new();
+        spawn_key_refresh(&rt.gateway());
         // Keeps rate-limiter memory bounded: buckets that refilled are dropped.
+        let weak = Arc::downgrade(&rt);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                gw.limits.retain_recent();
+                let Some(rt) = weak.upgrade() else { return };
+                rt.gateway().limits.retain_recent();
             }
         }));
-        // Fetches each remote issuer's keys now, then before they go stale.
-        for (_, remote) in self.gateway.remote_issuers() {
-            let remote = remote.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let wait = match remote.refresh().await {
-                        Ok(next) => next,
-                        Err((_, retry)) => retry,
-                    };
-                    tokio::time::sleep(wait).await;
-                }
-            }));
+        tasks.push(tokio::spawn(reload_on_sighup(Arc::downgrade(&rt))));
+        let _watcher = if rt.watch { watch_files(&rt) } else { None };
+
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|listener| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                crate::http::server::serve(listener, rt, crate::http::Listener::Admin, async {
+                    let _ = admin_stopped.await;
+                })
+                .await;
+            })
+        });
+
+        let http = rt.gateway().http.clone();
+        let drain_rt = rt.clone();
+        let public_shutdown = async move {
+            shutdown.await;
+            drain_rt.start_draining();
+            tracing::info!(delay = ?http.shutdown_delay, grace = ?http.shutdown_grace, "shutting down: not ready");
+            tokio::time::sleep(http.shutdown_delay).await;
+        };
+        crate::http::server::serve(public, rt.clone(), crate::http::Listener::Public, public_shutdown).await;
+        let _ = admin_stop.send(());
+        if let Some(t) = admin_task {
+            let _ = t.await;
         }
-        crate::http::server::serve(listener, self.tls, self.gateway, shutdown, Duration::from_secs(10)).await;
         for t in tasks {
             t.abort();
         }
     }
+}
+
+/// Reloads on SIGHUP.
+async fn reload_on_sighup(rt: Weak<Runtime>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(rt) = rt.upgrade() else { return };
+            tracing::info!("SIGHUP: reloading");
+            let _ = rt.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = rt;
+}
+
+/// Watches config, policy and certificate files; a change reloads after a
+/// short quiet period (editors write files in several steps).
+fn watch_files(rt: &Arc<Runtime>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let watched = rt.watched.lock().ok()?.clone();
+    let filter = watched.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+            && event.paths.iter().any(|p| filter.is_relevant(p))
+        {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP"))
+    .ok()?;
+    for (folder, recursive) in watched.folders() {
+        let mode =
+            if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
+        if let Err(e) = watcher.watch(&folder, mode) {
+            tracing::warn!(folder = %folder.display(), error = %e, "cannot watch folder; reload with SIGHUP");
+        }
+    }
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while rx.try_recv().is_ok() {}
+            let Some(rt) = weak.upgrade() else { return };
+            tracing::info!("a watched file changed: reloading");
+            let _ = rt.reload();
+        }
+    });
+    Some(watcher)
 }

@@ -118,13 +118,10 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::telemetry::init_tracing(match format {
+        LogFormat::Text => crate::telemetry::LogFormat::Text,
+        LogFormat::Json => crate::telemetry::LogFormat::Json,
+    });
 }
 
 fn config_failed(errors: &crate::config::ConfigErrors) -> ExitCode {
@@ -147,27 +144,46 @@ fn serve(path: &Path, format: LogFormat) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(app.listen).await {
+        let listener = match tokio::net::TcpListener::bind(app.listen()).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", app.listen);
+                eprintln!("error: cannot listen on {}: {e}", app.listen());
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().unwrap_or(app.listen);
-        let scheme = if app.tls.is_some() { "https" } else { "http" };
-        if app.tls.is_none() && !addr.ip().is_loopback() {
+        let admin = match app.admin_listen() {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr} (admin): {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let addr = listener.local_addr().unwrap_or(app.listen());
+        let gw = app.gateway();
+        let tls = app.runtime.tls().is_some();
+        let scheme = if tls { "https" } else { "http" };
+        if !tls && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "serving plain HTTP on a non-loopback address; configure `tls` unless a TLS proxy is in front");
         }
-        if app.gateway.mode == Mode::Development {
+        if gw.mode == Mode::Development {
             tracing::warn!("mode: development — inline secrets allowed and rule names shown in errors; never use in production");
+        }
+        if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+            if !a.ip().is_loopback() {
+                tracing::warn!(addr = %a, "the admin listener is not on loopback; keep it off the public network");
+            }
+            tracing::info!("admin listener on http://{a} (/healthz, /readyz, /metrics)");
         }
         tracing::info!(
             "channelgate listening on {scheme}://{addr} (channel auth {}, user auth {})",
-            app.gateway.http.auth_path,
-            app.gateway.http.user_auth_path
+            gw.http.auth_path,
+            gw.http.user_auth_path
         );
-        app.serve(listener, shutdown_signal()).await;
+        drop(gw);
+        app.run(listener, admin, shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -196,13 +212,31 @@ async fn shutdown_signal() {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match App::load(path) {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} error(s)", e.0.len());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let target = config.target;
+    match App::from_config(config) {
         Ok(app) => {
-            let rules = app.gateway.policy.rules().len();
+            let gw = app.gateway();
+            let findings = crate::policy::lint::lint(&gw.policy, target);
+            for f in &findings {
+                eprintln!("{f}");
+            }
+            let rules = gw.policy.rules().len();
+            if !findings.is_empty() {
+                eprintln!("{} warning(s) in {}", findings.len(), path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "ok: {} is valid ({rules} rule(s), sign-in {})",
                 path.display(),
-                if app.gateway.policy.signin_enabled() { "enabled" } else { "disabled" }
+                if gw.policy.signin_enabled() { "enabled" } else { "disabled" }
             );
             ExitCode::SUCCESS
         }
@@ -296,7 +330,7 @@ fn explain(
         Ok(app) => app,
         Err(e) => return config_failed(&e),
     };
-    let gw = &app.gateway;
+    let gw = &app.gateway();
     let claims = match (claims_file, token) {
         (Some(file), _) => {
             let parsed = std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| {

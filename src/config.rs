@@ -66,6 +66,25 @@ pub struct Config {
     pub http: HttpSettings,
     /// Rate limits.
     pub rate_limit: RateLimitSettings,
+    /// The Pusher-protocol server signed for, for `check` lints.
+    pub target: Option<crate::policy::lint::Target>,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if configured.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where audit events go; `None` when disabled.
+    pub audit: Option<AuditTo>,
+    /// Whether config, policy and certificate files are watched for changes.
+    pub watch: bool,
+}
+
+/// Destination of audit events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTo {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// An append-only file.
+    File(PathBuf),
 }
 
 /// A rate: `count` requests per `period`.
@@ -164,6 +183,11 @@ pub struct HttpSettings {
     pub max_batch_channels: usize,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// On shutdown, time allowed for open requests to finish.
+    pub shutdown_grace: Duration,
+    /// On shutdown, time spent not ready but still accepting, so load
+    /// balancers stop sending first.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for HttpSettings {
@@ -178,6 +202,8 @@ impl Default for HttpSettings {
             max_connections: 20_000,
             max_batch_channels: 50,
             max_header_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

@@ -24,9 +24,19 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::app::Gateway;
+use crate::app::{Gateway, Runtime};
+use crate::telemetry::{RequestLabels, ScopeLabels};
 use error::ApiError;
 use handlers::Audit;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public auth endpoints.
+    Public,
+    /// The admin listener: health, readiness, metrics.
+    Admin,
+}
 
 /// Response body type of the handlers.
 pub type Body = Full<Bytes>;
@@ -60,8 +70,9 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
 /// Timeouts live below: header reads in the connection builder, body reads
 /// in [`request::read`].
 pub fn service(
-    gw: Arc<Gateway>,
+    rt: Arc<Runtime>,
     peer: SocketAddr,
+    role: Listener,
 ) -> impl tower::Service<
     Request<hyper::body::Incoming>,
     Response = Response<ServiceBody>,
@@ -72,7 +83,15 @@ pub fn service(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .service_fn(move |req| handle(gw.clone(), peer, req))
+        .service_fn(move |req| {
+            let rt = rt.clone();
+            async move {
+                match role {
+                    Listener::Public => handle(rt, peer, req).await,
+                    Listener::Admin => Ok(crate::admin::handle(&rt, req).await),
+                }
+            }
+        })
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
@@ -85,7 +104,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> 
 
 /// Handles one request. Never fails.
 pub async fn handle<B>(
-    gw: Arc<Gateway>,
+    rt: Arc<Runtime>,
     peer: SocketAddr,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible>
@@ -94,10 +113,12 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
+    // This request keeps this gateway to the end, whatever a reload does.
+    let gw = rt.gateway();
     let request_id = request_id(req.headers());
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let mut audit = Audit::default();
+    let mut audit = Audit::new(request_id.clone(), started);
 
     let endpoint = if path == gw.http.auth_path {
         Some(Endpoint::Channel)
@@ -116,13 +137,18 @@ where
                 Ok(()) => {
                     request::read(&parts.headers, body, gw.http.max_body_bytes, gw.http.request_timeout).await
                 }
-                Err(l) => Err(ApiError::limited(l)),
+                Err(l) => {
+                    rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "ip" }).inc();
+                    Err(ApiError::limited(l))
+                }
             };
             match read {
                 Ok(fields) => {
                     let answer = match endpoint {
-                        Endpoint::Channel => handlers::channel_auth(&gw, &parts, &fields, &mut audit).await,
-                        Endpoint::User => handlers::user_auth(&gw, &parts, &fields, &mut audit).await,
+                        Endpoint::Channel => {
+                            handlers::channel_auth(&rt, &gw, &parts, &fields, &mut audit).await
+                        }
+                        Endpoint::User => handlers::user_auth(&rt, &gw, &parts, &fields, &mut audit).await,
                     };
                     answer.map(|body| json_response(StatusCode::OK, body))
                 }
@@ -133,7 +159,7 @@ where
         (None, &Method::GET | &Method::HEAD) if path == HEALTHZ => {
             Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))
         }
-        (None, &Method::GET | &Method::HEAD) if path == READYZ => Ok(readiness(&gw)),
+        (None, &Method::GET | &Method::HEAD) if path == READYZ => Ok(readiness(&rt)),
         (None, _) if path == HEALTHZ || path == READYZ => {
             Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
         }
@@ -154,6 +180,15 @@ where
                 channel = audit.channel.as_deref().unwrap_or(""),
                 "request refused"
             );
+            // Session, CSRF and rate-limit refusals are decisions too.
+            if !audit.recorded
+                && (audit.channel.is_some() || endpoint == Some(Endpoint::User))
+                && e.status().as_u16() != 400
+            {
+                let kind = if endpoint == Some(Endpoint::User) { "signin" } else { "channel" };
+                let channel = audit.channel.clone();
+                audit.record(&rt, kind, channel.as_deref(), None, Some((e.reason(), "")), &[]);
+            }
             e.into_response(gw.mode == crate::config::Mode::Development)
         }
     };
@@ -163,6 +198,19 @@ where
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let endpoint_label = match endpoint {
+        Some(Endpoint::Channel) => "auth",
+        Some(Endpoint::User) => "user_auth",
+        None if path == HEALTHZ || path == READYZ => "health",
+        None => "other",
+    };
+    rt.metrics
+        .requests
+        .get_or_create(&RequestLabels { endpoint: endpoint_label, status: resp.status().as_u16() })
+        .inc();
+    if endpoint.is_some() && parts.method == Method::POST {
+        crate::telemetry::observe(&rt.metrics, endpoint_label, started.elapsed().as_secs_f64());
     }
     tracing::debug!(
         request_id = %request_id,
@@ -175,7 +223,7 @@ where
     Ok(resp)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Channel,
     User,
@@ -183,8 +231,9 @@ enum Endpoint {
 
 /// Readiness, with the state of each remote issuer's keys (no key
 /// material: counts, ages, the last fetch error).
-fn readiness(gw: &Gateway) -> Response<Body> {
-    let ready = gw.is_ready();
+pub(crate) fn readiness(rt: &Runtime) -> Response<Body> {
+    let gw = rt.gateway();
+    let ready = rt.is_ready();
     let issuers: Vec<serde_json::Value> = gw
         .key_status()
         .into_iter()
@@ -194,7 +243,14 @@ fn readiness(gw: &Gateway) -> Response<Body> {
             v
         })
         .collect();
-    let body = serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "issuers": issuers });
+    let status = if rt.is_draining() {
+        "shutting down"
+    } else if ready {
+        "ready"
+    } else {
+        "not ready"
+    };
+    let body = serde_json::json!({ "status": status, "issuers": issuers });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, body.to_string())
 }

@@ -11,7 +11,9 @@
 //! - [`app`]: wiring; [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -19,5 +21,6 @@ pub mod policy;
 pub mod pusher;
 pub mod secret;
 pub mod session;
+pub mod telemetry;
 pub mod tls;
 pub mod yaml;

@@ -8,7 +8,8 @@
 //!   an `allow` that errors or is not a bool refuses (`rule_error`), and
 //!   sign-in without a `user:` block is refused (`signin_disabled`);
 //! - the first rule whose pattern matches the channel decides; later rules
-//!   are not consulted, whatever the first one says;
+//!   are not consulted, whatever the first one says; `shadow: true` rules
+//!   are evaluated and reported but never decide;
 //! - `user_info` holds only the fields the policy names; a presence
 //!   `channel_data` larger than the configured limit is refused, never
 //!   signed.
@@ -17,6 +18,8 @@ pub mod pattern;
 pub mod testing;
 pub mod value;
 
+pub mod lint;
+
 mod compile;
 mod eval;
 mod raw;
@@ -24,7 +27,7 @@ mod raw;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use eval::{Decision, DenyReason, Request, Trace, TraceStep};
+pub use eval::{Decision, DenyReason, Request, ShadowResult, Trace, TraceStep};
 
 use self::pattern::Pattern;
 
@@ -55,6 +58,7 @@ pub struct Rule {
     pattern: Pattern,
     allow: Expression,
     presence: Option<PresenceSpec>,
+    shadow: bool,
     origin: Origin,
 }
 
@@ -72,6 +76,11 @@ impl Rule {
     /// Where the rule was written.
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// Whether the rule is a shadow rule (evaluated and logged, not enforced).
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
     }
 }
 

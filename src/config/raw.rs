@@ -25,6 +25,46 @@ pub(crate) struct File {
     pub(crate) http: Option<Http>,
     #[serde(default)]
     pub(crate) rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub(crate) target: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) admin: Option<Spanned<Admin>>,
+    #[serde(default)]
+    pub(crate) audit: Option<Audit>,
+    #[serde(default)]
+    pub(crate) reload: Option<Reload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    #[serde(default)]
+    pub(crate) listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Audit {
+    #[serde(default)]
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) to: Option<Spanned<AuditTo>>,
+}
+
+/// `stdout`, `stderr` or `{ file: PATH }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub(crate) enum AuditTo {
+    Stdout,
+    Stderr,
+    File(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reload {
+    #[serde(default)]
+    pub(crate) watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +263,10 @@ pub(crate) struct Http {
     pub(crate) max_batch_channels: Option<usize>,
     #[serde(default)]
     pub(crate) max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub(crate) shutdown_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) shutdown_delay: Option<Spanned<String>>,
 }
 
 /// One item or a list of them. Deserialized without buffering, so positions

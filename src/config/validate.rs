@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::raw::{self, SecretSource};
-use super::{Config, Cors, HttpSettings, Mode, Rate, RateLimitSettings, TlsFiles};
+use super::{AuditTo, Config, Cors, HttpSettings, Mode, Rate, RateLimitSettings, TlsFiles};
 use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
+use crate::policy::lint::Target;
 use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
 use crate::session::remote::{KeySource, RemoteKeys, RemoteSettings, fetchable};
@@ -281,6 +282,8 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         if let Some(n) = h.max_body_bytes {
             http.max_body_bytes = n.clamp(256, 1 << 20);
         }
+        http.shutdown_grace = cx.duration("http.shutdown_grace", &h.shutdown_grace, http.shutdown_grace);
+        http.shutdown_delay = cx.duration("http.shutdown_delay", &h.shutdown_delay, http.shutdown_delay);
         if let Some(n) = h.max_header_bytes {
             http.max_header_bytes = n.clamp(8 * 1024, 1 << 20);
         }
@@ -297,6 +300,33 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
             cx.duration("http.tls_handshake_timeout", &h.tls_handshake_timeout, http.tls_handshake_timeout);
     }
     let rate_limit = rate_limit(&mut cx, raw.rate_limit.as_ref());
+    let target = raw.target.as_ref().and_then(|t| match Target::parse(&t.value) {
+        Some(t) => Some(t),
+        None => {
+            cx.hint(t, format!("target `{}` is unknown", t.value), "use pusher, sockudo, soketi or reverb");
+            None
+        }
+    });
+    let admin_listen = raw.admin.as_ref().and_then(|a| match &a.value.listen {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        Some(l) => match SocketAddr::from_str(&l.value) {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                cx.hint(l, format!("admin.listen `{}` is not an address", l.value), "write `127.0.0.1:9090`");
+                None
+            }
+        },
+    });
+    let audit = match &raw.audit {
+        None => Some(AuditTo::Stdout),
+        Some(a) if a.enabled == Some(false) => None,
+        Some(a) => Some(match a.to.as_ref().map(|t| &t.value) {
+            None | Some(raw::AuditTo::Stdout) => AuditTo::Stdout,
+            Some(raw::AuditTo::Stderr) => AuditTo::Stderr,
+            Some(raw::AuditTo::File(f)) => AuditTo::File(cx.path(f)),
+        }),
+    };
+    let watch = raw.reload.as_ref().and_then(|r| r.watch).unwrap_or(true);
     if http.auth_path == http.user_auth_path {
         cx.errors.push(SourceError::new(file, 0, 0, "http.auth_path and http.user_auth_path are the same"));
     }
@@ -324,6 +354,10 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         max_member_bytes,
         http,
         rate_limit,
+        target,
+        admin_listen,
+        audit,
+        watch,
     })
 }
 

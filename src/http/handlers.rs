@@ -10,15 +10,23 @@ use http::request::Parts;
 
 use super::error::ApiError;
 use super::request::Fields;
-use crate::app::Gateway;
-use crate::policy::{Decision, Request};
+use crate::app::{Gateway, Runtime};
+use crate::audit::{Event, ShadowOutcome, now_rfc3339};
+use crate::policy::{Decision, Request, ShadowResult};
 use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
 use crate::session::{AuthError, Session, TokenOrigin, extract_token};
+use crate::telemetry::{DecisionLabels, ScopeLabels, ShadowLabels};
 use std::sync::Arc;
 
-/// What a request did, for the audit line.
-#[derive(Debug, Default)]
+/// What a request did, for the audit event.
+#[derive(Debug)]
 pub struct Audit {
+    /// The request id.
+    pub request_id: String,
+    /// When the request started.
+    pub started: Instant,
+    /// Whether a decision event was already recorded for this request.
+    pub recorded: bool,
     /// Verified `sub`, when there is one.
     pub user: Option<String>,
     /// Channel(s) asked for.
@@ -29,8 +37,120 @@ pub struct Audit {
     pub client: Option<std::net::IpAddr>,
 }
 
+impl Audit {
+    /// A new record for a request.
+    pub fn new(request_id: String, started: Instant) -> Self {
+        Self { request_id, started, recorded: false, user: None, channel: None, rule: None, client: None }
+    }
+
+    /// Records one decision: an audit event and the decision metrics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        rt: &Runtime,
+        kind: &'static str,
+        channel: Option<&str>,
+        rule: Option<&str>,
+        denial: Option<(&str, &str)>,
+        shadow: &[ShadowResult],
+    ) {
+        self.recorded = true;
+        let (decision, reason, detail) = match denial {
+            None => ("allow", "", ""),
+            Some((reason, detail)) => ("deny", reason, detail),
+        };
+        let reason_label: &'static str = match denial {
+            None => "",
+            Some((r, _)) => static_reason(r),
+        };
+        rt.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                kind,
+                rule: rule.unwrap_or("").to_owned(),
+                result: decision,
+                reason: reason_label,
+            })
+            .inc();
+        for s in shadow {
+            rt.metrics
+                .shadow
+                .get_or_create(&ShadowLabels {
+                    rule: s.rule.to_string(),
+                    result: if s.allow { "allow" } else { "deny" },
+                })
+                .inc();
+        }
+        let shadow_out: Vec<ShadowOutcome<'_>> = shadow
+            .iter()
+            .map(|s| ShadowOutcome {
+                rule: &s.rule,
+                decision: if s.allow { "allow" } else { "deny" },
+                reason: s.reason,
+            })
+            .collect();
+        tracing::debug!(
+            request_id = %self.request_id,
+            user = self.user.as_deref().unwrap_or(""),
+            channel = channel.unwrap_or(""),
+            rule = rule.unwrap_or(""),
+            decision,
+            reason,
+            "decision"
+        );
+        if rt.audit.enabled() {
+            rt.audit.record(&Event {
+                ts: now_rfc3339(),
+                event: "decision",
+                request_id: &self.request_id,
+                kind,
+                client: self.client.map(|c| c.to_string()),
+                user: self.user.as_deref(),
+                channel,
+                rule,
+                decision,
+                reason,
+                detail,
+                latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                shadow: &shadow_out,
+            });
+        }
+    }
+}
+
+/// Reason codes are a closed set of static strings; this maps one back to
+/// its `'static` form for a metric label (unknown codes become `other`).
+fn static_reason(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "no_rule_matched",
+        "rule_denied",
+        "rule_error",
+        "invalid_user_id",
+        "presence_data_too_large",
+        "signin_disabled",
+        "encryption_not_configured",
+        "csrf",
+        "rate_limited",
+        "jwks_unavailable",
+        "token_missing",
+        "token_malformed",
+        "algorithm_not_allowed",
+        "unknown_kid",
+        "invalid_signature",
+        "token_expired",
+        "token_not_yet_valid",
+        "invalid_issuer",
+        "unknown_issuer",
+        "invalid_audience",
+        "missing_claim",
+        "invalid_claims",
+    ];
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
+}
+
 /// `POST /pusher/auth`: one channel, or a batch (`channel_name[N]`).
 pub async fn channel_auth(
+    rt: &Runtime,
     gw: &Gateway,
     parts: &Parts,
     fields: &Fields,
@@ -43,9 +163,9 @@ pub async fn channel_auth(
         (Some(name), true) => {
             let channel = parse_channel(name)?;
             audit.channel = Some(channel.as_str().to_owned());
-            let session = session(gw, parts, fields, audit).await?;
+            let session = session(rt, gw, parts, fields, audit).await?;
             let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
-            decide(gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
+            decide(rt, gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
         }
         (None, false) => {
             if batch.len() > gw.http.max_batch_channels {
@@ -55,7 +175,7 @@ pub async fn channel_auth(
                 ));
             }
             audit.channel = Some(batch.join(","));
-            let session = session(gw, parts, fields, audit).await?;
+            let session = session(rt, gw, parts, fields, audit).await?;
             let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
             let mut out = String::from("{");
             for (i, name) in batch.iter().enumerate() {
@@ -64,7 +184,7 @@ pub async fn channel_auth(
                 }
                 js_json::write_str(&mut out, name);
                 out.push(':');
-                let result = parse_channel(name).and_then(|c| decide(gw, &request, &socket, &c, audit));
+                let result = parse_channel(name).and_then(|c| decide(rt, gw, &request, &socket, &c, audit));
                 match result {
                     Ok(auth) => out.push_str(&auth.to_json()),
                     Err(e) => {
@@ -90,17 +210,18 @@ pub async fn channel_auth(
 
 /// `POST /pusher/user-auth`: sign-in.
 pub async fn user_auth(
+    rt: &Runtime,
     gw: &Gateway,
     parts: &Parts,
     fields: &Fields,
     audit: &mut Audit,
 ) -> Result<String, ApiError> {
     let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
-    let session = session(gw, parts, fields, audit).await?;
+    let session = session(rt, gw, parts, fields, audit).await?;
     let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
-    let started = Instant::now();
     let decision = gw.policy.authenticate_user(&request, None);
-    log_decision(audit, "signin", &decision, started);
+    let denial = deny_parts(&decision);
+    audit.record(rt, "signin", None, None, denial.as_ref().map(|(r, d)| (*r, d.as_str())), &[]);
     match decision {
         Decision::Allow { data: Some(user_data), .. } => {
             Ok(gw.signer.authenticate_user(&socket, &user_data).to_json())
@@ -134,6 +255,7 @@ fn origin(parts: &Parts) -> Option<&str> {
 /// any site could make a visitor's browser ask for their channels (CSRF).
 /// Header and form tokens are put there by the app's own script.
 async fn session(
+    rt: &Runtime,
     gw: &Gateway,
     parts: &Parts,
     fields: &Fields,
@@ -157,7 +279,10 @@ async fn session(
     let sub = session.claims.sub();
     audit.user = sub.map(str::to_owned);
     if let Some(sub) = sub {
-        gw.limits.check_user(sub).map_err(ApiError::limited)?;
+        gw.limits.check_user(sub).map_err(|l| {
+            rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "user" }).inc();
+            ApiError::limited(l)
+        })?;
     }
     Ok(session)
 }
@@ -177,6 +302,7 @@ fn same_site_request(gw: &Gateway, headers: &http::HeaderMap) -> bool {
 
 /// Decides one channel and signs it when allowed.
 fn decide(
+    rt: &Runtime,
     gw: &Gateway,
     request: &Request<'_>,
     socket: &SocketId,
@@ -185,16 +311,32 @@ fn decide(
 ) -> Result<crate::pusher::ChannelAuth, ApiError> {
     if channel.kind() == ChannelKind::PrivateEncrypted && !gw.signer.has_master_key() {
         tracing::warn!(channel = %channel, "encrypted channel requested but no encryption_master_key is configured");
+        let detail = "no encryption_master_key is configured";
+        audit.record(
+            rt,
+            "channel",
+            Some(channel.as_str()),
+            None,
+            Some(("encryption_not_configured", detail)),
+            &[],
+        );
         return Err(ApiError::Forbidden {
             reason: "encryption_not_configured",
             message: "encrypted channels are not enabled on this gateway".into(),
             rule: None,
         });
     }
-    let started = Instant::now();
-    let decision = gw.policy.authorize_channel(request, channel, None);
+    let (decision, shadow) = gw.policy.authorize_channel_with_shadow(request, channel, None);
     audit.rule = decision.rule().map(str::to_owned);
-    log_channel_decision(audit, channel, &decision, started);
+    let denial = deny_parts(&decision);
+    audit.record(
+        rt,
+        "channel",
+        Some(channel.as_str()),
+        decision.rule(),
+        denial.as_ref().map(|(r, d)| (*r, d.as_str())),
+        &shadow,
+    );
     match decision {
         Decision::Allow { data, .. } => {
             gw.signer.authorize_channel(socket, channel, data.as_deref()).map_err(|e| match e {
@@ -212,38 +354,10 @@ fn decide(
     }
 }
 
-fn log_channel_decision(audit: &Audit, channel: &ChannelName, decision: &Decision, started: Instant) {
-    let (result, reason, detail) = outcome(decision);
-    tracing::info!(
-        target: "channelgate::audit",
-        user = audit.user.as_deref().unwrap_or(""),
-        channel = channel.as_str(),
-        rule = decision.rule().unwrap_or(""),
-        decision = result,
-        reason,
-        detail,
-        eval_us = started.elapsed().as_micros() as u64,
-        "channel decision"
-    );
-}
-
-fn log_decision(audit: &Audit, what: &str, decision: &Decision, started: Instant) {
-    let (result, reason, detail) = outcome(decision);
-    tracing::info!(
-        target: "channelgate::audit",
-        user = audit.user.as_deref().unwrap_or(""),
-        kind = what,
-        decision = result,
-        reason,
-        detail,
-        eval_us = started.elapsed().as_micros() as u64,
-        "signin decision"
-    );
-}
-
-fn outcome(decision: &Decision) -> (&'static str, &'static str, String) {
+/// The reason code and operator detail of a denial; `None` for an allow.
+fn deny_parts(decision: &Decision) -> Option<(&'static str, String)> {
     match decision {
-        Decision::Allow { .. } => ("allow", "", String::new()),
-        Decision::Deny { reason, .. } => ("deny", reason.code(), reason.to_string()),
+        Decision::Allow { .. } => None,
+        Decision::Deny { reason, .. } => Some((reason.code(), reason.to_string())),
     }
 }

@@ -19,19 +19,22 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::app::Gateway;
+use crate::app::Runtime;
+use crate::http::Listener;
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then drains open
-/// connections for at most `grace`.
+/// Serves `role` on `listener` until `shutdown` resolves, then drains open
+/// connections for at most the configured `shutdown_grace`.
+///
+/// The public listener uses the runtime's current TLS configuration for
+/// each new connection, so a certificate reload applies to new connections
+/// and never drops open ones. The admin listener is plain HTTP (loopback).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    gateway: Arc<Gateway>,
+    runtime: Arc<Runtime>,
+    role: Listener,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
 ) {
-    let settings = gateway.http.clone();
-    let acceptor = tls.map(TlsAcceptor::from);
+    let settings = runtime.gateway().http.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -70,14 +73,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
+        let rt = runtime.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        let acceptor = match role {
+            Listener::Public => runtime.tls().map(TlsAcceptor::from),
+            Listener::Admin => None,
+        };
         let handshake_timeout = settings.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = TowerToHyperService::new(crate::http::service(gw, peer));
+            let service = TowerToHyperService::new(crate::http::service(rt, peer, role));
             match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -100,10 +106,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(open = graceful.count(), "listener closed; draining connections");
+    let grace = runtime.gateway().http.shutdown_grace;
+    tracing::info!(listener = ?role, open = graceful.count(), "listener closed; draining connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        () = graceful.shutdown() => tracing::info!(listener = ?role, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(listener = ?role, "drain deadline passed; closing remaining connections"),
     }
 }
 

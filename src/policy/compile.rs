@@ -173,9 +173,14 @@ fn compile_rule(rule: raw::Rule, origin: Origin) -> Result<Rule, Vec<SourceError
         _ => None,
     };
     match (pattern, allow) {
-        (Some(pattern), Some(allow)) if errors.is_empty() => {
-            Ok(Rule { name: Arc::from(rule.name.as_str()), pattern, allow, presence, origin })
-        }
+        (Some(pattern), Some(allow)) if errors.is_empty() => Ok(Rule {
+            name: Arc::from(rule.name.as_str()),
+            pattern,
+            allow,
+            presence,
+            shadow: rule.shadow,
+            origin,
+        }),
         _ => Err(errors),
     }
 }

@@ -58,6 +58,26 @@ impl Decision {
     }
 }
 
+/// What a `shadow: true` rule would have decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowResult {
+    /// The shadow rule.
+    pub rule: Arc<str>,
+    /// Whether it would have allowed.
+    pub allow: bool,
+    /// Its deny reason code (empty when it would allow).
+    pub reason: &'static str,
+}
+
+impl ShadowResult {
+    fn from_decision(rule: Arc<str>, d: &Decision) -> Self {
+        match d {
+            Decision::Allow { .. } => Self { rule, allow: true, reason: "" },
+            Decision::Deny { reason, .. } => Self { rule, allow: false, reason: reason.code() },
+        }
+    }
+}
+
 /// Why a policy refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
@@ -143,19 +163,62 @@ impl Policy {
         &self,
         request: &Request<'_>,
         channel: &ChannelName,
+        trace: Option<&mut Trace>,
+    ) -> Decision {
+        self.authorize_channel_with_shadow(request, channel, trace).0
+    }
+
+    /// Like [`Policy::authorize_channel`], and also reports what each
+    /// matching `shadow: true` rule would have decided. Shadow rules are
+    /// evaluated but never decide: evaluation goes on to the next rule.
+    pub fn authorize_channel_with_shadow(
+        &self,
+        request: &Request<'_>,
+        channel: &ChannelName,
+        mut trace: Option<&mut Trace>,
+    ) -> (Decision, Vec<ShadowResult>) {
+        let mut shadows = Vec::new();
+        for rule in &self.rules {
+            let Some(captures) = rule.pattern.matches(channel) else {
+                if let Some(t) = trace.as_deref_mut() {
+                    t.skipped.push(format!("{}: `{}` does not match", rule.name, rule.pattern.as_str()));
+                }
+                continue;
+            };
+            if rule.shadow {
+                let d = self.decide_rule(rule, &captures, request, channel, None);
+                let result = ShadowResult::from_decision(rule.name.clone(), &d);
+                if let Some(t) = trace.as_deref_mut() {
+                    t.skipped.push(format!(
+                        "{}: shadow rule, would {} (not enforced)",
+                        rule.name,
+                        if result.allow { "allow".to_owned() } else { format!("deny ({})", result.reason) }
+                    ));
+                }
+                shadows.push(result);
+                continue;
+            }
+            if let Some(t) = trace.as_deref_mut() {
+                t.rule = Some(rule.name.to_string());
+                t.captures = captures.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            }
+            return (self.decide_rule(rule, &captures, request, channel, trace), shadows);
+        }
+        (Decision::Deny { rule: None, reason: DenyReason::NoRuleMatched }, shadows)
+    }
+
+    fn decide_rule(
+        &self,
+        rule: &Rule,
+        captures: &[(&str, &str)],
+        request: &Request<'_>,
+        channel: &ChannelName,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
-        let Some((rule, captures)) = self.find_rule(channel, trace.as_deref_mut()) else {
-            return Decision::Deny { rule: None, reason: DenyReason::NoRuleMatched };
-        };
-        if let Some(t) = trace.as_deref_mut() {
-            t.rule = Some(rule.name.to_string());
-            t.captures = captures.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        }
         let mut ctx = self.root.new_inner_scope();
         bind_common(&mut ctx, request);
         ctx.add_variable_from_value("channel", channel.as_str());
-        for (name, value) in &captures {
+        for (name, value) in captures {
             ctx.add_variable_from_value(*name, *value);
         }
         let deny = |reason| Decision::Deny { rule: Some(rule.name.clone()), reason };
@@ -227,22 +290,6 @@ impl Policy {
             }
         }
         Decision::Allow { rule: None, data: Some(js_json::to_string(&serde_json::Value::Object(data))) }
-    }
-
-    fn find_rule<'c>(
-        &self,
-        channel: &'c ChannelName,
-        mut trace: Option<&mut Trace>,
-    ) -> Option<(&Rule, Vec<(&str, &'c str)>)> {
-        for rule in &self.rules {
-            if let Some(captures) = rule.pattern.matches(channel) {
-                return Some((rule, captures));
-            }
-            if let Some(t) = trace.as_deref_mut() {
-                t.skipped.push(format!("{}: `{}` does not match", rule.name, rule.pattern.as_str()));
-            }
-        }
-        None
     }
 }
 

@@ -181,6 +181,48 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Up to `n` channel names this pattern matches, drawn deterministically
+    /// from `rng`: plain captures take a few representative values, regex
+    /// captures random strings of their regex. For `channelgate check`.
+    pub fn samples(&self, rng: &mut rand::rngs::StdRng, n: usize) -> Vec<ChannelName> {
+        const PLAIN: &[&str] =
+            &["x", "abc", "42", "a-b", "u_1", "x.y", "Z=1", "a@b", "m;n", "x-admin", "1-staff"];
+        let Ok(segments) = split(&self.source) else { return Vec::new() };
+        let generators: Vec<Option<rand_regex::Regex>> = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Capture { regex: Some(r), .. } => rand_regex::Regex::compile(r, 6).ok(),
+                _ => None,
+            })
+            .collect();
+        let mut out: Vec<ChannelName> = Vec::new();
+        for attempt in 0..n * 4 {
+            if out.len() >= n {
+                break;
+            }
+            let mut name = String::new();
+            for (segment, generator) in segments.iter().zip(&generators) {
+                match (segment, generator) {
+                    (Segment::Literal(l), _) => name.push_str(l),
+                    (Segment::Capture { regex: None, .. }, _) => name.push_str(PLAIN[attempt % PLAIN.len()]),
+                    (Segment::Capture { regex: Some(_), .. }, Some(g)) => {
+                        name.push_str(&rand::RngExt::sample::<String, _>(rng, g));
+                    }
+                    (Segment::Capture { regex: Some(_), .. }, None) => return out,
+                }
+            }
+            if let Ok(c) = ChannelName::parse(&name)
+                && self.matches(&c).is_some()
+                && !out.contains(&c)
+            {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pattern({:?})", self.source)

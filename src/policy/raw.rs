@@ -24,6 +24,8 @@ pub(crate) struct Rule {
     pub(crate) allow: Expr,
     #[serde(default)]
     pub(crate) presence: Option<Presence>,
+    #[serde(default)]
+    pub(crate) shadow: bool,
 }
 
 /// The `presence:` block of a rule.

@@ -80,6 +80,9 @@ pub struct RemoteKeys {
     state: std::sync::Mutex<FetchState>,
     single_flight: tokio::sync::Mutex<()>,
     unknown_kids: moka::sync::Cache<String, ()>,
+    refresh_task: std::sync::atomic::AtomicBool,
+    fetches_ok: std::sync::atomic::AtomicU64,
+    fetches_failed: std::sync::atomic::AtomicU64,
 }
 
 /// A loaded key set.
@@ -111,6 +114,10 @@ pub struct KeyStatus {
     pub stale: bool,
     /// The last fetch error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Successful fetches so far.
+    pub fetches_ok: u64,
+    /// Failed fetches so far.
+    pub fetches_failed: u64,
 }
 
 /// Why a fetch failed. Messages name URLs and statuses, never key material.
@@ -177,6 +184,9 @@ impl RemoteKeys {
                 .time_to_live(settings.refetch_interval.max(Duration::from_secs(60)) * 10)
                 .build(),
             settings,
+            refresh_task: std::sync::atomic::AtomicBool::new(false),
+            fetches_ok: std::sync::atomic::AtomicU64::new(0),
+            fetches_failed: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -193,6 +203,18 @@ impl RemoteKeys {
     /// Whether the loaded key set holds `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.current.load().as_ref().is_some_and(|l| l.keys.has_kid(kid))
+    }
+
+    /// Whether `other` fetches from the same place with the same settings
+    /// (a reload then keeps this key set and its state).
+    pub fn same_source(&self, other: &RemoteKeys) -> bool {
+        format!("{:?}|{:?}", self.source, self.settings) == format!("{:?}|{:?}", other.source, other.settings)
+    }
+
+    /// Marks the background refresh task as started; true for the first
+    /// caller only.
+    pub fn claim_refresh_task(&self) -> bool {
+        !self.refresh_task.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether keys were loaded at least once.
@@ -214,6 +236,8 @@ impl RemoteKeys {
             age_secs: loaded.as_ref().and_then(|l| l.fetched_at.elapsed().ok()).map(|d| d.as_secs()),
             stale: state.1 && loaded.is_some(),
             last_error: state.0,
+            fetches_ok: self.fetches_ok.load(std::sync::atomic::Ordering::Relaxed),
+            fetches_failed: self.fetches_failed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -224,7 +248,10 @@ impl RemoteKeys {
         if let Ok(mut s) = self.state.lock() {
             s.last_attempt = Some(Instant::now());
         }
-        match self.fetch().await {
+        let result = self.fetch().await;
+        let counter = if result.is_ok() { &self.fetches_ok } else { &self.fetches_failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok((keys, max_age)) => {
                 let count = keys.len();
                 self.current.store(Some(Arc::new(Loaded { keys, fetched_at: SystemTime::now() })));

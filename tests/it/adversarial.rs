@@ -458,7 +458,7 @@ impl Drop for KeyGateway {
     }
 }
 
-fn key_config(key_source: &str, rate_limit: &str) -> String {
+fn key_config(key_source: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 pusher:
@@ -475,7 +475,13 @@ session:
     audience: {AUDIENCE}
     leeway: 5s
 policies: policies
-{rate_limit}"#
+audit:
+  enabled: false
+reload:
+  watch: false
+rate_limit:
+  enabled: false
+"#
     )
 }
 
@@ -489,22 +495,10 @@ async fn key_gateway(key_source: &str, files: &[(&str, &str)]) -> KeyGateway {
     std::fs::write(dir.path().join("pusher.secret"), format!("{APP_SECRET}\n")).unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/main.yaml"), POLICY).unwrap();
-    // Rate limiting off (DESIGN §10) so the table is not throttled; without
-    // it when this build does not know the key yet.
+    // Rate limiting off (DESIGN §10) so the table is not throttled.
     let path = dir.path().join("channelgate.yaml");
-    let mut loaded = None;
-    for rate in ["rate_limit:\n  enabled: false\n", ""] {
-        std::fs::write(&path, key_config(key_source, rate)).unwrap();
-        match App::load(&path) {
-            Ok(app) => {
-                loaded = Some(app);
-                break;
-            }
-            Err(e) if rate.is_empty() => panic!("rsa test config does not load: {e}"),
-            Err(_) => {}
-        }
-    }
-    let app = loaded.unwrap();
+    std::fs::write(&path, key_config(key_source)).unwrap();
+    let app = App::load(&path).unwrap_or_else(|e| panic!("rsa test config does not load: {e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

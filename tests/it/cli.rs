@@ -224,7 +224,8 @@ fn readme_quickstart_serves_a_signed_response() {
     let qs = root().join("examples/quickstart");
     let text = std::fs::read_to_string(qs.join("channelgate.yaml"))
         .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0");
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0");
     copy_dir(&qs.join("policies"), &dir.path().join("policies"));
     std::fs::write(dir.path().join("channelgate.yaml"), text).unwrap();
     let mut child = bin()

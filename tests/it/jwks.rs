@@ -181,7 +181,7 @@ async fn start_gateway(issuer: &Issuer, refetch_interval: &str) -> Running {
         Ok(a) => a,
         Err(e) => panic!("{e}"),
     };
-    let gw = app.gateway.clone();
+    let gw = app.gateway();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

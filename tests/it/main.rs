@@ -22,5 +22,7 @@ mod http_api;
 mod jwks;
 /// Debug and trace logs of the real binary hold no secret and no token.
 mod logs;
+/// Reload, audit, metrics, admin listener, shutdown, shadow rules, lints.
+mod ops;
 /// HTTPS with rustls, HTTP/1.1 and HTTP/2.
 mod tls;

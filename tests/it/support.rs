@@ -140,6 +140,10 @@ pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
 cors:
   allowed_origins: [https://app.example.com]
 policies: policies
+audit:
+  to: {{ file: audit.log }}
+reload:
+  watch: false
 {rate_limit}{extra}"#,
         rate_limit = setup.rate_limit,
         extra = setup.extra_config

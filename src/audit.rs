@@ -1,0 +1,141 @@
+//! Audit events: one JSON line per decision, to stdout, stderr or a file.
+//!
+//! Invariants:
+//! - an event carries the request id, client address, user (`sub`),
+//!   channel, rule, decision, reason code, latency and shadow-rule outcomes —
+//!   never a token, a secret or the claim set;
+//! - writing never blocks a request: events go through a bounded queue to a
+//!   writer thread; when the queue is full the event is dropped and counted
+//!   (`channelgate_audit_dropped_total`).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::AuditTo;
+
+/// Queue length between requests and the writer thread.
+const QUEUE: usize = 16 * 1024;
+
+/// One audit event.
+#[derive(Debug, Serialize)]
+pub struct Event<'a> {
+    /// RFC 3339 time.
+    pub ts: String,
+    /// Always `"decision"`.
+    pub event: &'static str,
+    /// The request id (also in the `X-Request-Id` response header).
+    pub request_id: &'a str,
+    /// `channel` or `signin`.
+    pub kind: &'static str,
+    /// Client address (after trusted proxies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Verified `sub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    /// The channel (channel decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<&'a str>,
+    /// The deciding rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'a str>,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// Reason code (empty on allow).
+    pub reason: &'a str,
+    /// Details of a refusal, for operators (expression errors name the
+    /// expression and the CEL error, never claim values).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub detail: &'a str,
+    /// Time spent on the request so far, in microseconds.
+    pub latency_us: u64,
+    /// What shadow rules would have decided.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub shadow: &'a [ShadowOutcome<'a>],
+}
+
+/// A shadow rule's outcome, as logged.
+#[derive(Debug, Serialize)]
+pub struct ShadowOutcome<'a> {
+    /// The shadow rule.
+    pub rule: &'a str,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// Deny reason code (empty on allow).
+    pub reason: &'a str,
+}
+
+/// The audit sink.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    tx: Option<SyncSender<String>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Audit {
+    /// A sink that writes nowhere (audit disabled).
+    pub fn disabled() -> Self {
+        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Starts the writer thread for `to`.
+    pub fn start(to: &AuditTo) -> std::io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match to {
+            AuditTo::Stdout => Box::new(std::io::stdout()),
+            AuditTo::Stderr => Box::new(std::io::stderr()),
+            AuditTo::File(path) => {
+                Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+            }
+        };
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        std::thread::Builder::new().name("channelgate-audit".into()).spawn(move || write_loop(rx, writer))?;
+        Ok(Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// Whether events are recorded.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Records an event (never blocks).
+    pub fn record(&self, event: &Event<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(event) else { return };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Now as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::new(writer);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.write_all(b"\n");
+        // Flush when the queue is empty: batches under load, prompt when idle.
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(more.as_bytes());
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}

@@ -1,0 +1,237 @@
+//! Logs and metrics.
+//!
+//! Logs: tracing-subscriber to stderr, text or JSON, level from `RUST_LOG`.
+//! Metrics: a prometheus-client registry owned by the running service (no
+//! process globals, so tests can run several gateways in one process),
+//! served as text on the admin listener's `/metrics`. Values that live
+//! elsewhere (token cache, issuer keys, audit drops) are read at scrape time
+//! by a collector.
+
+use std::sync::Weak;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::app::Runtime;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber (stderr; `RUST_LOG`, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Labels of a decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `channel` or `signin`.
+    pub kind: &'static str,
+    /// The deciding rule (empty when none).
+    pub rule: String,
+    /// `allow` or `deny`.
+    pub result: &'static str,
+    /// Reason code (empty on allow).
+    pub reason: &'static str,
+}
+
+/// Labels of a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `auth`, `user_auth`, `health`, `other`.
+    pub endpoint: &'static str,
+    /// HTTP status.
+    pub status: u16,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `auth` or `user_auth`.
+    pub endpoint: &'static str,
+}
+
+/// A `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// A `scope` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `ip` or `user`.
+    pub scope: &'static str,
+}
+
+/// Labels of a shadow-rule outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// The shadow rule.
+    pub rule: String,
+    /// `allow` or `deny`.
+    pub result: &'static str,
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by kind, rule, result and reason.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Shadow-rule outcomes.
+    pub shadow: Family<ShadowLabels, Counter>,
+    /// Requests by endpoint and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Latency of auth requests.
+    pub latency: Family<EndpointLabels, Histogram>,
+    /// Reloads by result.
+    pub reloads: Family<ResultLabels, Counter>,
+    /// Rate-limit refusals by scope.
+    pub rate_limited: Family<ScopeLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric; `runtime` feeds the scrape-time collector.
+    pub fn new(runtime: Weak<Runtime>) -> Self {
+        let mut registry = Registry::with_prefix("channelgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Authorization decisions", decisions.clone());
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "What shadow rules would have decided (not enforced)",
+            shadow.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests on the public listener", requests.clone());
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])
+        });
+        registry.register_with_unit(
+            "request_duration",
+            "Time to answer an auth request",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("reloads", "Configuration reloads", reloads.clone());
+        let rate_limited = Family::<ScopeLabels, Counter>::default();
+        registry.register("rate_limited", "Requests refused by a rate limit", rate_limited.clone());
+        registry.register_collector(Box::new(RuntimeCollector(runtime)));
+        Self { registry, decisions, shadow, requests, latency, reloads, rate_limited }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Reads values owned by other parts at scrape time.
+#[derive(Debug)]
+struct RuntimeCollector(Weak<Runtime>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerResultLabels {
+    source: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(rt) = self.0.upgrade() else { return Ok(()) };
+        let gw = rt.gateway();
+        let (hits, misses) = gw.sessions.stats();
+        for (name, help, value) in [
+            ("token_cache_hits", "Verified-token cache hits", hits),
+            ("token_cache_misses", "Verified-token cache misses (signature verifications)", misses),
+            ("audit_dropped", "Audit events dropped because the queue was full", rt.audit.dropped()),
+        ] {
+            let c = ConstCounter::new(value);
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        let statuses = gw.key_status();
+        if !statuses.is_empty() {
+            let g = ConstGauge::new(0i64);
+            let mut m = encoder.encode_descriptor(
+                "jwks_key_age_seconds",
+                "Age of each remote issuer's keys (-1 before the first fetch)",
+                None,
+                g.metric_type(),
+            )?;
+            for (_, s) in &statuses {
+                let age = s.age_secs.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+                ConstGauge::new(age).encode(m.encode_family(&IssuerLabels { source: s.source.clone() })?)?;
+            }
+            let c = ConstCounter::new(0u64);
+            let mut m = encoder.encode_descriptor(
+                "jwks_fetches",
+                "Fetches of remote issuer keys",
+                None,
+                c.metric_type(),
+            )?;
+            for (_, s) in &statuses {
+                for (result, n) in [("ok", s.fetches_ok), ("error", s.fetches_failed)] {
+                    let labels = IssuerResultLabels { source: s.source.clone(), result };
+                    ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                }
+            }
+            let mut m = encoder.encode_descriptor(
+                "jwks_stale",
+                "1 while an issuer's keys could not be refreshed and older keys are served",
+                None,
+                g.metric_type(),
+            )?;
+            for (_, s) in &statuses {
+                ConstGauge::new(i64::from(s.stale))
+                    .encode(m.encode_family(&IssuerLabels { source: s.source.clone() })?)?;
+            }
+        }
+        let g = ConstGauge::new(1i64);
+        let mut m = encoder.encode_descriptor("build_info", "Build information", None, g.metric_type())?;
+        g.encode(m.encode_family(&BuildLabels { version: env!("CARGO_PKG_VERSION") })?)?;
+        let ready = ConstGauge::new(i64::from(rt.is_ready()));
+        let m = encoder.encode_descriptor("ready", "1 when ready to serve", None, ready.metric_type())?;
+        ready.encode(m)?;
+        Ok(())
+    }
+}
+
+/// Convenience for the latency histogram.
+pub fn observe(metrics: &Metrics, endpoint: &'static str, secs: f64) {
+    metrics.latency.get_or_create(&EndpointLabels { endpoint }).observe(secs);
+}
