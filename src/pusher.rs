@@ -11,8 +11,10 @@
 //! - Secrets (app secret, encryption master key) never appear in `Debug`
 //!   output or error messages.
 
+pub mod crypto;
 pub mod js_json;
 pub mod protocol;
+pub mod rest;
 pub mod sign;
 
 pub use protocol::{ChannelKind, ChannelName, ProtocolError, SocketId};

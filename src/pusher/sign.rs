@@ -52,9 +52,14 @@ impl MasterKey {
     /// `base64(SHA-256(channel_name_utf8 || master_key))`, standard alphabet
     /// with padding.
     fn shared_secret(&self, channel: &ChannelName) -> String {
-        let digest =
-            Sha256::new().chain_update(channel.as_str().as_bytes()).chain_update(self.0.expose()).finalize();
-        STANDARD.encode(digest)
+        STANDARD.encode(self.shared_secret_bytes(channel.as_str()))
+    }
+
+    /// The raw 32-byte shared secret of a channel (the NaCl secretbox key
+    /// for its events). Takes the name as text so `#`-free channel names
+    /// from the REST API can be used too.
+    pub fn shared_secret_bytes(&self, channel: &str) -> [u8; 32] {
+        Sha256::new().chain_update(channel.as_bytes()).chain_update(self.0.expose()).finalize().into()
     }
 }
 
@@ -102,7 +107,12 @@ impl Signer {
         &self.app_key
     }
 
-    /// Whether `private-encrypted-` channels can be authorized.
+    /// The encryption master key, if configured.
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.master_key.as_ref()
+    }
+
+    /// Whether a master key is configured (encrypted channels enabled).
     pub fn has_master_key(&self) -> bool {
         self.master_key.is_some()
     }
