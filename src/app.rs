@@ -20,13 +20,18 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 
 use crate::audit::Audit;
-use crate::config::{Config, ConfigErrors, Cors, HttpSettings, Mode, TlsFiles};
+use crate::config::{
+    Config, ConfigErrors, Cors, HttpSettings, Mode, PublishSettings, TlsFiles, WebhookSettings,
+};
 use crate::http::limit::RateLimits;
 use crate::policy::Policy;
 use crate::pusher::Signer;
+use crate::revocation::Revocations;
+use crate::secret::Secret;
 use crate::session::remote::{KeyStatus, RemoteKeys};
 use crate::session::{Authenticator, Claims, KeySet, TokenSource, Verifier};
 use crate::telemetry::{Metrics, ResultLabels};
+use crate::upstream::{HttpsClient, PusherApi, https_client};
 use crate::yaml::SourceError;
 
 /// Everything a request needs. Read-only once built.
@@ -49,6 +54,16 @@ pub struct Gateway {
     pub http: HttpSettings,
     /// Rate limiters.
     pub limits: RateLimits,
+    /// The Pusher app id.
+    pub app_id: String,
+    /// The Pusher REST API with the real credentials, when `api_url` is set.
+    pub pusher_api: Option<PusherApi>,
+    /// Bearer token of the admin API (`None`: admin API off).
+    pub admin_token: Option<Secret>,
+    /// Publish proxy settings.
+    pub publish: Option<PublishSettings>,
+    /// Webhook relay settings and its client.
+    pub webhooks: Option<(WebhookSettings, HttpsClient)>,
 }
 
 fn claims_to_cel(claims: &Claims) -> cel::Value {
@@ -93,6 +108,8 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Audit sink (its destination is fixed at startup).
     pub audit: Audit,
+    /// Revocations (store fixed at startup).
+    pub revocations: Arc<Revocations>,
     config_path: PathBuf,
     watched: std::sync::Mutex<Watched>,
     reload_lock: std::sync::Mutex<()>,
@@ -162,9 +179,12 @@ impl Runtime {
         self.tls.load_full()
     }
 
-    /// Ready: not shutting down, and every remote issuer's keys fetched once.
+    /// Ready: not shutting down, every remote issuer's keys fetched once,
+    /// and the revocation set in sync (or allowed to be stale).
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::SeqCst) && self.gateway().is_ready()
+        !self.draining.load(Ordering::SeqCst)
+            && self.gateway().is_ready()
+            && (self.revocations.in_sync() || self.revocations.check_mode_allows_stale())
     }
 
     /// Whether shutdown has begun.
@@ -246,7 +266,38 @@ fn build(
             }
         }
     }
+    let pusher_api = match (&config.api_url, &config.publish) {
+        (Some(url), publish) => {
+            let (timeout, retries) =
+                publish.as_ref().map_or((Duration::from_secs(5), 2), |p| (p.timeout, p.retries));
+            Some(
+                PusherApi::new(
+                    url.clone(),
+                    config.signer.app_key().to_owned(),
+                    config.pusher_secret.clone(),
+                    timeout,
+                    retries,
+                )
+                .map_err(|e| {
+                    ConfigErrors(vec![SourceError::new(&config.source, 0, 0, format!("pusher.api_url: {e}"))])
+                })?,
+            )
+        }
+        (None, _) => None,
+    };
+    let webhooks = match config.webhooks {
+        Some(w) => Some((
+            w,
+            https_client(&[]).map_err(|e| ConfigErrors(vec![SourceError::new(&config.source, 0, 0, e)]))?,
+        )),
+        None => None,
+    };
     let gateway = Gateway {
+        app_id: config.app_id,
+        pusher_api,
+        admin_token: config.admin_token,
+        publish: config.publish,
+        webhooks,
         mode: config.mode,
         signer: config.signer,
         sessions: Authenticator::new(Verifier::new(config.issuers), config.token_cache, claims_to_cel),
@@ -314,8 +365,10 @@ impl App {
                 )])
             })?,
         };
+        let revocations = Revocations::new(&config.revocation);
         let (gateway, tls) = build(config, None)?;
         let runtime = Arc::new_cyclic(|weak| Runtime {
+            revocations,
             current: ArcSwap::from_pointee(gateway),
             tls: ArcSwapOption::new(tls),
             draining: AtomicBool::new(false),
@@ -366,6 +419,7 @@ impl App {
         let rt = self.runtime;
         let mut tasks = Vec::new();
         spawn_key_refresh(&rt.gateway());
+        rt.revocations.start();
         // Keeps rate-limiter memory bounded: buckets that refilled are dropped.
         let weak = Arc::downgrade(&rt);
         tasks.push(tokio::spawn(async move {

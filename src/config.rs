@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::pusher::Signer;
+use crate::secret::Secret;
 use crate::session::{IssuerSettings, TokenSource};
 use crate::yaml::SourceError;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub app_id: String,
     /// Pusher signing credentials.
     pub signer: Signer,
+    /// The Pusher app secret (for REST calls; also inside `signer`).
+    pub pusher_secret: Secret,
     /// Pusher REST API base URL, when configured.
     pub api_url: Option<url::Url>,
     /// Where session tokens are looked for, in order.
@@ -74,6 +77,78 @@ pub struct Config {
     pub audit: Option<AuditTo>,
     /// Whether config, policy and certificate files are watched for changes.
     pub watch: bool,
+    /// Bearer token for `/admin/*` on the admin listener; `None` disables
+    /// the admin API.
+    pub admin_token: Option<Secret>,
+    /// Revocation store settings.
+    pub revocation: RevocationSettings,
+    /// Publish proxy settings; `None` when no local client is configured.
+    pub publish: Option<PublishSettings>,
+    /// Webhook relay settings.
+    pub webhooks: Option<WebhookSettings>,
+}
+
+/// Where revocations live.
+#[derive(Debug, Clone)]
+pub enum RevocationStore {
+    /// In this process only.
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis {
+        /// Connection URL (may hold a password: a secret).
+        url: Secret,
+        /// Key and channel prefix.
+        prefix: String,
+    },
+}
+
+/// What to do when the revocation store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Refuse auth with 503 until the store is back (the default: a revoked
+    /// user is never let back in silently).
+    Deny,
+    /// Keep deciding from the last known revocations.
+    Allow,
+}
+
+/// Revocation settings.
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    /// Memory or Redis.
+    pub store: RevocationStore,
+    /// Lifetime of a revocation without an explicit `ttl`.
+    pub default_ttl: Duration,
+    /// Store unreachable: deny or allow.
+    pub on_store_error: OnStoreError,
+    /// The claim that carries a session id (`sid` revocations).
+    pub session_claim: String,
+}
+
+/// Publish proxy settings.
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    /// Local credentials an app's server SDK signs with (`key` → secret).
+    pub clients: Vec<(String, Secret)>,
+    /// Upstream timeout per attempt.
+    pub timeout: Duration,
+    /// Retries on connection failures and 503.
+    pub retries: u32,
+    /// Largest `data` of one event, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// Webhook relay settings.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Path on the public listener.
+    pub path: String,
+    /// Where valid webhooks are forwarded.
+    pub forward_to: url::Url,
+    /// Oldest `time_ms` accepted.
+    pub max_age: Duration,
+    /// Forwarding timeout.
+    pub timeout: Duration,
 }
 
 /// Destination of audit events.

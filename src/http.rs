@@ -128,6 +128,12 @@ where
         None
     };
 
+    if let Some((settings, _)) = &gw.webhooks
+        && path == settings.path
+    {
+        return Ok(webhook(&gw, parts, body).await);
+    }
+
     let result: Result<Response<Body>, ApiError> = match (endpoint, &parts.method) {
         (Some(_), &Method::OPTIONS) => Ok(preflight(&gw, &parts.headers)),
         (Some(endpoint), &Method::POST) => {
@@ -334,4 +340,36 @@ fn preflight(gw: &Gateway, headers: &HeaderMap) -> Response<Body> {
         h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
     }
     resp
+}
+
+/// The webhook relay (see [`crate::webhook`]).
+async fn webhook<B>(gw: &Gateway, parts: http::request::Parts, body: B) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt;
+    let Some((settings, _)) = &gw.webhooks else { return ApiError::NotFound.into_response(false) };
+    if parts.method != Method::POST {
+        return ApiError::MethodNotAllowed { allow: "POST" }.into_response(false);
+    }
+    let limited = http_body_util::Limited::new(body, 64 * 1024).collect();
+    let bytes = match tokio::time::timeout(gw.http.request_timeout, limited).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => return ApiError::PayloadTooLarge { limit: 64 * 1024 }.into_response(false),
+        Err(_) => return ApiError::Timeout.into_response(false),
+    };
+    let max_age_ms = u64::try_from(settings.max_age.as_millis()).unwrap_or(u64::MAX);
+    if let Err(refusal) =
+        crate::webhook::verify(gw, &parts.headers, &bytes, max_age_ms, crate::webhook::now_ms())
+    {
+        let (status, reason) = refusal.status_reason();
+        tracing::warn!(reason, "webhook refused; not forwarded");
+        let body = serde_json::json!({"error": "webhook refused", "reason": reason}).to_string();
+        return json_response(status, body);
+    }
+    let status = crate::webhook::forward(gw, &parts.headers, bytes).await;
+    tracing::info!(status = status.as_u16(), "webhook forwarded");
+    let body = serde_json::json!({"forwarded": status.is_success(), "status": status.as_u16()}).to_string();
+    json_response(if status.is_success() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, body)
 }

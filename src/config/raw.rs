@@ -33,6 +33,12 @@ pub(crate) struct File {
     pub(crate) audit: Option<Audit>,
     #[serde(default)]
     pub(crate) reload: Option<Reload>,
+    #[serde(default)]
+    pub(crate) revocation: Option<Revocation>,
+    #[serde(default)]
+    pub(crate) publish: Option<Spanned<Publish>>,
+    #[serde(default)]
+    pub(crate) webhooks: Option<Spanned<Webhooks>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +46,57 @@ pub(crate) struct File {
 pub(crate) struct Admin {
     #[serde(default)]
     pub(crate) listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) token: Option<Spanned<SecretSource>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Revocation {
+    #[serde(default)]
+    pub(crate) store: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) redis_url: Option<Spanned<SecretSource>>,
+    #[serde(default)]
+    pub(crate) key_prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) default_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) on_store_error: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) session_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Publish {
+    #[serde(default)]
+    pub(crate) clients: Vec<PublishClient>,
+    #[serde(default)]
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) retries: Option<u32>,
+    #[serde(default)]
+    pub(crate) max_payload_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishClient {
+    pub(crate) key: Spanned<String>,
+    pub(crate) secret: Spanned<SecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Webhooks {
+    #[serde(default)]
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) forward_to: Spanned<String>,
+    #[serde(default)]
+    pub(crate) max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

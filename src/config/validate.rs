@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::raw::{self, SecretSource};
-use super::{AuditTo, Config, Cors, HttpSettings, Mode, Rate, RateLimitSettings, TlsFiles};
+use super::{
+    AuditTo, Config, Cors, HttpSettings, Mode, OnStoreError, PublishSettings, Rate, RateLimitSettings,
+    RevocationSettings, RevocationStore, TlsFiles, WebhookSettings,
+};
 use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
 use crate::policy::lint::Target;
 use crate::pusher::{MasterKey, Signer};
@@ -327,6 +330,81 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         }),
     };
     let watch = raw.reload.as_ref().and_then(|r| r.watch).unwrap_or(true);
+    let admin_token = raw.admin.as_ref().and_then(|a| a.value.token.as_ref()).and_then(|t| {
+        let token = cx.secret("admin.token", t)?;
+        if token.expose().len() < 16 {
+            cx.at(t, "admin.token is shorter than 16 bytes");
+            return None;
+        }
+        Some(token)
+    });
+    if admin_token.is_some() && admin_listen.is_none() {
+        cx.errors.push(SourceError::new(file, 0, 0, "admin.token is set but there is no admin listener"));
+    }
+    let revocation = revocation(&mut cx, raw.revocation.as_ref());
+    let publish = raw.publish.as_ref().map(|p| {
+        let mut clients = Vec::new();
+        for c in &p.value.clients {
+            if c.key.value.is_empty() || c.key.value == p_key_value(&raw) {
+                cx.hint(
+                    &c.key,
+                    "publish client key must be non-empty and differ from pusher.key",
+                    "use a local key of your own",
+                );
+                continue;
+            }
+            if let Some(secret) = cx.secret("publish.clients.secret", &c.secret) {
+                clients.push((c.key.value.clone(), secret));
+            }
+        }
+        if clients.is_empty() {
+            cx.at(p, "publish: list at least one client { key, secret }");
+        }
+        PublishSettings {
+            clients,
+            timeout: cx.duration("publish.timeout", &p.value.timeout, Duration::from_secs(5)),
+            retries: p.value.retries.unwrap_or(2).min(5),
+            max_payload_bytes: p.value.max_payload_bytes.unwrap_or(10 * 1024).clamp(1, 1 << 20),
+        }
+    });
+    if publish.is_some() && api_url.is_none() {
+        cx.errors.push(SourceError::new(
+            file,
+            0,
+            0,
+            "publish needs pusher.api_url (where events are forwarded)",
+        ));
+    }
+    if publish.is_some() && admin_listen.is_none() {
+        cx.errors.push(SourceError::new(
+            file,
+            0,
+            0,
+            "publish is served on the admin listener: configure `admin`",
+        ));
+    }
+    let webhooks = raw.webhooks.as_ref().and_then(|w| {
+        let path = w.value.path.as_ref().map_or_else(|| "/pusher/webhooks".to_owned(), |p| p.value.clone());
+        if !path.starts_with('/') {
+            cx.at(w, format!("webhooks.path `{path}` must start with `/`"));
+        }
+        let forward_to = match url::Url::parse(&w.value.forward_to.value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                cx.at(
+                    &w.value.forward_to,
+                    format!("webhooks.forward_to `{}` is not an http(s) URL", w.value.forward_to.value),
+                );
+                None
+            }
+        };
+        Some(WebhookSettings {
+            path,
+            forward_to: forward_to?,
+            max_age: cx.duration("webhooks.max_age", &w.value.max_age, Duration::from_secs(300)),
+            timeout: cx.duration("webhooks.timeout", &w.value.timeout, Duration::from_secs(5)),
+        })
+    });
     if http.auth_path == http.user_auth_path {
         cx.errors.push(SourceError::new(file, 0, 0, "http.auth_path and http.user_auth_path are the same"));
     }
@@ -344,7 +422,8 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         listen,
         tls,
         app_id: p.app_id.value.clone(),
-        signer: Signer::new(p.key.value.clone(), secret, master_key),
+        signer: Signer::new(p.key.value.clone(), secret.clone(), master_key),
+        pusher_secret: secret,
         api_url,
         token_sources,
         issuers,
@@ -358,6 +437,10 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         admin_listen,
         audit,
         watch,
+        admin_token,
+        revocation,
+        publish,
+        webhooks,
     })
 }
 
@@ -655,6 +738,69 @@ fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings
             s.capacity = c;
         }
         s.max_ttl = cx.duration("session.token_cache.max_ttl", &raw.max_ttl, s.max_ttl);
+    }
+    s
+}
+
+fn p_key_value(raw: &raw::File) -> String {
+    raw.pusher.value.key.value.clone()
+}
+
+fn revocation(cx: &mut Ctx<'_>, raw: Option<&raw::Revocation>) -> RevocationSettings {
+    let mut s = RevocationSettings {
+        store: RevocationStore::Memory,
+        default_ttl: Duration::from_secs(24 * 3600),
+        on_store_error: OnStoreError::Deny,
+        session_claim: "sid".to_owned(),
+    };
+    let Some(raw) = raw else { return s };
+    s.default_ttl = cx.duration("revocation.default_ttl", &raw.default_ttl, s.default_ttl);
+    if let Some(c) = &raw.session_claim {
+        s.session_claim = c.clone();
+    }
+    if let Some(mode) = &raw.on_store_error {
+        match mode.value.as_str() {
+            "deny" => s.on_store_error = OnStoreError::Deny,
+            "allow" => s.on_store_error = OnStoreError::Allow,
+            other => cx.hint(
+                mode,
+                format!("revocation.on_store_error `{other}` is unknown"),
+                "use `deny` (default) or `allow`",
+            ),
+        }
+    }
+    match raw.store.as_ref().map(|s| s.value.as_str()) {
+        None | Some("memory") => {}
+        Some("redis") => match &raw.redis_url {
+            None => {
+                if let Some(store) = &raw.store {
+                    cx.hint(
+                        store,
+                        "revocation.store: redis needs `redis_url`",
+                        "redis_url: { env: REDIS_URL }",
+                    );
+                }
+            }
+            Some(src) => {
+                // Redis URLs may carry a password, so they are secrets; a
+                // plain URL without one may also be written inline.
+                if let Some(url) = cx.secret("revocation.redis_url", src) {
+                    let text = String::from_utf8_lossy(url.expose()).into_owned();
+                    if redis::Client::open(text.as_str()).is_err() {
+                        cx.at(src, "revocation.redis_url is not a redis:// URL");
+                    }
+                    s.store = RevocationStore::Redis {
+                        url,
+                        prefix: raw.key_prefix.clone().unwrap_or_else(|| "channelgate:".to_owned()),
+                    };
+                }
+            }
+        },
+        Some(other) => {
+            if let Some(store) = &raw.store {
+                cx.hint(store, format!("revocation.store `{other}` is unknown"), "use `memory` or `redis`");
+            }
+        }
     }
     s
 }

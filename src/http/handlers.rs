@@ -14,6 +14,7 @@ use crate::app::{Gateway, Runtime};
 use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::policy::{Decision, Request, ShadowResult};
 use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
+use crate::revocation::Check;
 use crate::session::{AuthError, Session, TokenOrigin, extract_token};
 use crate::telemetry::{DecisionLabels, ScopeLabels, ShadowLabels};
 use std::sync::Arc;
@@ -132,6 +133,8 @@ fn static_reason(code: &str) -> &'static str {
         "csrf",
         "rate_limited",
         "jwks_unavailable",
+        "user_revoked",
+        "revocation_unavailable",
         "token_missing",
         "token_malformed",
         "algorithm_not_allowed",
@@ -278,6 +281,23 @@ async fn session(
     })?;
     let sub = session.claims.sub();
     audit.user = sub.map(str::to_owned);
+    match rt.revocations.check(&session.claims) {
+        Check::Clear => {}
+        Check::Revoked => {
+            return Err(ApiError::Forbidden {
+                reason: "user_revoked",
+                message: "this user or session has been revoked".into(),
+                rule: None,
+            });
+        }
+        Check::Unavailable => {
+            return Err(ApiError::Unavailable {
+                reason: "revocation_unavailable",
+                message: "revocations cannot be checked right now; retry later".into(),
+                retry_after_secs: 2,
+            });
+        }
+    }
     if let Some(sub) = sub {
         gw.limits.check_user(sub).map_err(|l| {
             rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "user" }).inc();

@@ -8,6 +8,8 @@
 /// Test gateway, token minting, an independent signature check.
 mod support;
 
+/// Admin API, revocations (memory and Redis), publish proxy, webhook relay.
+mod admin;
 /// Forged tokens, smuggled fields, escaping captures, oversized bodies: exact refusals.
 mod adversarial;
 /// The binary: serve, check, test, explain, token, exit codes.

@@ -1,0 +1,155 @@
+//! Outgoing HTTP(S): the client shared by the Pusher REST calls (publish
+//! proxy, terminate connections) and the webhook relay.
+//!
+//! Invariants: every call is bounded in time; retries are bounded and only
+//! for failures where the request cannot have been processed (connection
+//! refused or reset before an answer, 503); REST requests are signed with
+//! the real credentials here and nowhere else.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::pusher::rest;
+use crate::secret::Secret;
+
+/// Largest upstream answer read.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// An HTTP(S) client with system roots plus `extra_roots`.
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the client (aws-lc-rs rustls, HTTP/1.1 and HTTP/2).
+pub fn https_client(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| format!("ca_file: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// An upstream answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its status.
+    pub status: http::StatusCode,
+    /// Its body (capped).
+    pub body: Bytes,
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer in time.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    /// Could not connect or the connection failed.
+    #[error("the upstream is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// POSTs `body` to `url` with `headers`; retries (at most `retries` times,
+/// with a short backoff) on connection failures and 503.
+pub async fn post(
+    client: &HttpsClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+    retries: u32,
+) -> Result<Answer, UpstreamError> {
+    let mut attempt = 0;
+    loop {
+        let mut req = http::Request::post(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.clone())).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let result = tokio::time::timeout(timeout, async {
+            let resp = client.request(req).await.map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok(Answer { status, body })
+        })
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout));
+        let retry = match &result {
+            Err(UpstreamError::Unreachable(_)) => true,
+            Ok(a) => a.status == http::StatusCode::SERVICE_UNAVAILABLE,
+            Err(UpstreamError::Timeout) => false,
+        };
+        if !retry || attempt >= retries {
+            return result;
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+    }
+}
+
+/// The Pusher REST API with the real credentials.
+#[derive(Debug, Clone)]
+pub struct PusherApi {
+    client: HttpsClient,
+    base: url::Url,
+    key: String,
+    secret: Secret,
+    timeout: Duration,
+    retries: u32,
+}
+
+impl PusherApi {
+    /// A REST client for `base` (e.g. `https://api-mt1.pusher.com`).
+    pub fn new(
+        base: url::Url,
+        key: String,
+        secret: Secret,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Self, String> {
+        Ok(Self { client: https_client(&[])?, base, key, secret, timeout, retries })
+    }
+
+    /// Signs and POSTs `body` to `path` (e.g. `/apps/1001/events`).
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Answer, UpstreamError> {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let query = rest::signed_query("POST", path, &body, &self.key, &self.secret, ts);
+        let base = self.base.as_str().trim_end_matches('/');
+        let url = format!("{base}{path}?{query}");
+        let library = concat!("channelgate ", env!("CARGO_PKG_VERSION"));
+        post(
+            &self.client,
+            &url,
+            &[("content-type", "application/json"), ("x-pusher-library", library)],
+            body,
+            self.timeout,
+            self.retries,
+        )
+        .await
+    }
+}

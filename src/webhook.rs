@@ -1,0 +1,96 @@
+//! The webhook relay: Pusher (or Sockudo) calls `webhooks.path` on the
+//! public listener; channelgate checks `X-Pusher-Key` and
+//! `X-Pusher-Signature` (HMAC-SHA256 of the raw body with the app secret,
+//! constant-time), refuses stale `time_ms`, and forwards only valid
+//! webhooks — raw body and those headers — to `webhooks.forward_to`. A
+//! forged webhook gets 401 and is never forwarded.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::app::Gateway;
+
+/// Why a webhook is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Missing or wrong `X-Pusher-Key`.
+    WrongKey,
+    /// Missing or wrong `X-Pusher-Signature`.
+    BadSignature,
+    /// Not a JSON object with a numeric `time_ms`.
+    Malformed,
+    /// `time_ms` older (or newer) than `max_age`.
+    Stale,
+}
+
+impl Refusal {
+    /// Status and reason code.
+    pub fn status_reason(self) -> (StatusCode, &'static str) {
+        match self {
+            Refusal::WrongKey => (StatusCode::UNAUTHORIZED, "invalid_webhook_key"),
+            Refusal::BadSignature => (StatusCode::UNAUTHORIZED, "invalid_webhook_signature"),
+            Refusal::Malformed => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Refusal::Stale => (StatusCode::UNAUTHORIZED, "stale_webhook"),
+        }
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = h.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    values.next().is_none().then_some(first)
+}
+
+/// Verifies a webhook; `now_ms` injects the clock.
+pub fn verify(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    body: &[u8],
+    max_age_ms: u64,
+    now_ms: u64,
+) -> Result<(), Refusal> {
+    let key = header(headers, "x-pusher-key").ok_or(Refusal::WrongKey)?;
+    if !crate::secret::Secret::new(gw.signer.app_key().as_bytes().to_vec()).ct_eq(key.as_bytes()) {
+        return Err(Refusal::WrongKey);
+    }
+    let signature = header(headers, "x-pusher-signature").ok_or(Refusal::BadSignature)?;
+    let expected = gw.signer.hmac_hex(body);
+    if !crate::secret::Secret::new(expected.into_bytes()).ct_eq(signature.as_bytes()) {
+        return Err(Refusal::BadSignature);
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
+    let time_ms = doc.get("time_ms").and_then(serde_json::Value::as_u64).ok_or(Refusal::Malformed)?;
+    if time_ms.abs_diff(now_ms) > max_age_ms {
+        return Err(Refusal::Stale);
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Forwards a verified webhook; returns the app's status (502/504 when it
+/// cannot be reached).
+pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> StatusCode {
+    let Some((settings, client)) = &gw.webhooks else { return StatusCode::NOT_FOUND };
+    let mut fwd: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    for name in ["x-pusher-key", "x-pusher-signature"] {
+        if let Some(v) = header(headers, name) {
+            fwd.push((name, v));
+        }
+    }
+    match crate::upstream::post(client, settings.forward_to.as_str(), &fwd, body, settings.timeout, 0).await {
+        Ok(answer) => answer.status,
+        Err(crate::upstream::UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        Err(crate::upstream::UpstreamError::Unreachable(e)) => {
+            tracing::warn!(error = %e, "webhook could not be forwarded");
+            StatusCode::BAD_GATEWAY
+        }
+    }
+}
