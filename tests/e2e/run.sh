@@ -150,7 +150,8 @@ base_env=(env -i "PATH=/usr/local/bin:/usr/bin:/bin" "HOME=$work" "LANG=C.UTF-8"
 
 secret() { head -c "$1" /dev/urandom | base64 | tr -d '\n'; }
 
-# start_channelgate NAME CONFIG ENV...: sets $gateway_url from the bound address it logs.
+# start_channelgate NAME CONFIG ENV...: sets $gateway_url from the bound address it logs,
+# and $admin_url from its admin listener's (empty without `admin.listen`).
 start_channelgate() {
   local name=$1 config=$2 addr
   shift 2
@@ -158,17 +159,22 @@ start_channelgate() {
   addr=$(wait_log "$name" "$pid" "$logs/$name.log" 'listening on http://[0-9.]+:[0-9]+' 30) \
     || setup_fail "$name did not start"
   gateway_url="http://${addr#listening on http://}"
+  # Logged before the public listener's line.
+  addr=$(grep -Eo 'admin listener on http://[0-9.]+:[0-9]+' "$logs/$name.log" | head -n 1)
+  admin_url=${addr:+http://${addr#admin listener on http://}}
   assert_loopback "$name" "$pid"
-  echo "   $name: $gateway_url (pid $pid)"
+  echo "   $name: $gateway_url${admin_url:+, admin $admin_url} (pid $pid)"
 }
 
-# start_sockudo NAME TOML PORT SECRET
+# start_sockudo NAME TOML PORT SECRET [ENV...]: ENV are more placeholders for the TOML.
 start_sockudo() {
-  start "$1" "${base_env[@]}" "SOCKUDO_PORT=$3" "PUSHER_APP_SECRET=$4" "$sockudo" --config "$2"
-  wait_tcp "$1" "$pid" "$3" 30
+  local name=$1 toml=$2 port=$3 app_secret=$4
+  shift 4
+  start "$name" "${base_env[@]}" "SOCKUDO_PORT=$port" "PUSHER_APP_SECRET=$app_secret" "$@" "$sockudo" --config "$toml"
+  wait_tcp "$name" "$pid" "$port" 30
   sleep 0.5 # its other listeners, if any, start alongside
-  assert_loopback "$1" "$pid"
-  echo "   $1: ws://127.0.0.1:$3 (pid $pid)"
+  assert_loopback "$name" "$pid"
+  echo "   $name: ws://127.0.0.1:$port (pid $pid)"
 }
 
 # run_suite NAME SCRIPT ENV...: runs a Node suite, adds its counts to the totals.
@@ -254,12 +260,32 @@ if wants e2e; then
   e2e_app_secret=$(secret 24)
   e2e_master_key=$(secret 32)        # base64 of 32 bytes, as the SDKs expect
   e2e_jwt_secret=$(secret 48)
+  e2e_admin_token=$(secret 24)       # channelgate's admin API
+  e2e_publish_secret=$(secret 24)    # the local credential of the publish proxy
   e2e_sockudo_port=$(free_port)
-  start_sockudo sockudo-e2e "$here/sockudo.toml" "$e2e_sockudo_port" "$e2e_app_secret"
-  start_channelgate channelgate-e2e "$here/channelgate.yaml" \
+  e2e_hooks_port=$(free_port)        # the webhook receiver e2e.mjs runs
+  # channelgate first (Sockudo's webhook URL is channelgate's port), from a copy
+  # of its config with only the loopback URLs of this run changed: Sockudo's
+  # REST API (`pusher.api_url`) and the receiver (`webhooks.forward_to`).
+  e2e_config="$work/e2e/channelgate.yaml"
+  mkdir -p "$work/e2e"
+  cp -r "$here/policies" "$work/e2e/"
+  sed -e "s|^  api_url: http://127.0.0.1:[0-9]*|  api_url: http://127.0.0.1:$e2e_sockudo_port|" \
+      -e "s|^  forward_to: http://127.0.0.1:[0-9]*/hooks|  forward_to: http://127.0.0.1:$e2e_hooks_port/hooks|" \
+      "$here/channelgate.yaml" >"$e2e_config"
+  grep -q "^  api_url: http://127.0.0.1:$e2e_sockudo_port " "$e2e_config" \
+    && grep -q "^  forward_to: http://127.0.0.1:$e2e_hooks_port/hooks " "$e2e_config" \
+    || setup_fail "tests/e2e/channelgate.yaml no longer has the api_url/forward_to lines this script rewrites"
+  start_channelgate channelgate-e2e "$e2e_config" \
     "PUSHER_APP_SECRET=$e2e_app_secret" "PUSHER_ENCRYPTION_MASTER_KEY_BASE64=$e2e_master_key" \
-    "SESSION_JWT_SECRET=$e2e_jwt_secret"
+    "SESSION_JWT_SECRET=$e2e_jwt_secret" "CHANNELGATE_ADMIN_TOKEN=$e2e_admin_token" \
+    "CHANNELGATE_PUBLISH_SECRET=$e2e_publish_secret"
   e2e_gateway=$gateway_url
+  e2e_admin=$admin_url
+  [ -n "$e2e_admin" ] || setup_fail "channelgate-e2e did not log its admin listener"
+  start_sockudo sockudo-e2e "$here/sockudo.toml" "$e2e_sockudo_port" "$e2e_app_secret" \
+    "CHANNELGATE_WEBHOOK_URL=$e2e_gateway/pusher/webhooks" \
+    "E2E_WEBHOOK_DIRECT_URL=http://127.0.0.1:$e2e_hooks_port/direct"
 fi
 
 if wants browser; then
@@ -295,7 +321,9 @@ suites_started=$SECONDS
 if wants e2e; then
   run_suite e2e e2e.mjs "SOCKUDO_PORT=$e2e_sockudo_port" "CHANNELGATE_URL=$e2e_gateway" \
     "PUSHER_APP_SECRET=$e2e_app_secret" "PUSHER_ENCRYPTION_MASTER_KEY_BASE64=$e2e_master_key" \
-    "SESSION_JWT_SECRET=$e2e_jwt_secret" "E2E_DEBUG=${E2E_DEBUG:-}"
+    "SESSION_JWT_SECRET=$e2e_jwt_secret" "CHANNELGATE_ADMIN_URL=$e2e_admin" \
+    "CHANNELGATE_ADMIN_TOKEN=$e2e_admin_token" "CHANNELGATE_PUBLISH_SECRET=$e2e_publish_secret" \
+    "E2E_HOOKS_PORT=$e2e_hooks_port" "E2E_DEBUG=${E2E_DEBUG:-}"
 fi
 if wants browser; then
   run_suite browser browser.mjs "DEMO_URL=http://127.0.0.1:$demo_port" "CHROMIUM=$chromium_bin" \
