@@ -491,12 +491,15 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs Debian's redis-server)");
+        // Owned by the guard from here on, so it is stopped on any exit.
+        let server = RedisServer { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return RedisServer { child, port };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        drop(server);
         panic!("redis-server did not start");
     }
 }
