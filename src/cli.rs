@@ -136,13 +136,16 @@ fn serve(path: &Path, format: LogFormat) -> ExitCode {
         Ok(app) => app,
         Err(e) => return config_failed(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Policy expressions are bounded at load (policy::compile), and request
+    // threads get a generous stack for the CEL evaluator's recursion.
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(app.listen()).await {
             Ok(l) => l,

@@ -222,8 +222,9 @@ fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, St
     if source.trim().is_empty() {
         return Err(format!("`{what}` is empty"));
     }
-    let program = cel::Program::compile(source)
-        .map_err(|e| format!("`{what}` does not parse as CEL: {}", one_line(&e.to_string())))?;
+    check_size(what, source)?;
+    let program = compile_on_big_stack(source)
+        .map_err(|e| format!("`{what}` does not parse as CEL: {}", one_line(&e)))?;
     let bound = macro_variables(source);
     let referenced: HashSet<String> = program
         .references()
@@ -238,6 +239,59 @@ fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, St
         return Err(format!("`{what}` uses `{v}`, which is not defined here (known: {})", known.join(", ")));
     }
     Ok(Expression { source: source.to_owned(), program })
+}
+
+/// Longest expression accepted, in bytes.
+const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest bracket nesting accepted.
+const MAX_NESTING: usize = 32;
+/// Most operators in one expression.
+const MAX_OPERATORS: usize = 64;
+/// Stack for the CEL parser, whose recursion is deep (a fuzzer found stack
+/// overflows on long operator chains and deep parentheses).
+const COMPILE_STACK: usize = 64 << 20;
+
+/// Bounds what the CEL parser and evaluator recurse on, so a policy can
+/// never overflow a stack: at load, or later on a request thread.
+fn check_size(what: &str, source: &str) -> Result<(), String> {
+    if source.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!("`{what}` is longer than {MAX_EXPRESSION_BYTES} bytes; split the rule"));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!("`{what}` nests brackets {deepest} deep (limit {MAX_NESTING})"));
+    }
+    let operators = ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "?", " in "]
+        .iter()
+        .map(|op| source.matches(op).count())
+        .sum::<usize>();
+    if operators > MAX_OPERATORS {
+        return Err(format!("`{what}` has {operators} operators (limit {MAX_OPERATORS}); split the rule"));
+    }
+    Ok(())
+}
+
+/// Compiles on a thread with a large stack; a parser failure of any kind
+/// (even a panic inside the CEL crate) is an error, not a crash.
+fn compile_on_big_stack(source: &str) -> Result<cel::Program, String> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || cel::Program::compile(source).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
+        handle.join().unwrap_or_else(|_| Err("the CEL parser failed on this expression".into()))
+    })
 }
 
 /// Variables bound by CEL's comprehension macros (`list.exists(x, …)`,

@@ -257,3 +257,29 @@ fn trace_records_captures_and_values() {
     assert_eq!(trace.steps[0].outcome, Ok("true".to_owned()));
     assert!(trace.steps.iter().any(|s| s.what == "presence.user_info.avatar" && s.outcome.is_err()));
 }
+
+#[test]
+fn oversized_and_deeply_nested_expressions_are_compile_errors() {
+    // Found by the policy fuzz target: long operator chains and deep
+    // parentheses overflowed the CEL parser's stack.
+    let chain = std::iter::repeat_n("1==", 3000).collect::<String>() + "1";
+    let errs =
+        compile_errors(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: {chain}\n"));
+    assert!(errs[0].contains("longer than"), "{errs:?}");
+    let chain = std::iter::repeat_n("1==", 100).collect::<String>() + "1";
+    let errs =
+        compile_errors(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: {chain}\n"));
+    assert!(errs[0].contains("operators"), "{errs:?}");
+    let parens = "(".repeat(40) + "true" + &")".repeat(40);
+    let errs =
+        compile_errors(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: {parens}\n"));
+    assert!(errs[0].contains("nests"), "{errs:?}");
+    // Within the limits, compiling and evaluating on a small stack is fine.
+    let ok = "(".repeat(8) + "x == \"a\" && true" + &")".repeat(8);
+    let p = compile(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: '{ok}'\n"));
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || check(&p, serde_json::json!({}), "private-a").0)
+        .unwrap();
+    assert!(handle.join().unwrap());
+}
