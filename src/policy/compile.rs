@@ -271,7 +271,8 @@ fn check_size(what: &str, source: &str) -> Result<(), String> {
     if deepest > MAX_NESTING {
         return Err(format!("`{what}` nests brackets {deepest} deep (limit {MAX_NESTING})"));
     }
-    let operators = ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "?", " in "]
+    // Member access and indexing nest too (`a.b.c`, `a[0][0]`): they count.
+    let operators = ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "?", " in ", ".", "["]
         .iter()
         .map(|op| source.matches(op).count())
         .sum::<usize>();
