@@ -272,10 +272,11 @@ fn check_size(what: &str, source: &str) -> Result<(), String> {
         return Err(format!("`{what}` nests brackets {deepest} deep (limit {MAX_NESTING})"));
     }
     // Member access and indexing nest too (`a.b.c`, `a[0][0]`): they count.
-    let operators = ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "?", " in ", ".", "["]
-        .iter()
-        .map(|op| source.matches(op).count())
-        .sum::<usize>();
+    let operators =
+        ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "?", " in ", ".", "["]
+            .iter()
+            .map(|op| source.matches(op).count())
+            .sum::<usize>();
     if operators > MAX_OPERATORS {
         return Err(format!("`{what}` has {operators} operators (limit {MAX_OPERATORS}); split the rule"));
     }

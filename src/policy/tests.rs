@@ -272,7 +272,8 @@ fn oversized_and_deeply_nested_expressions_are_compile_errors() {
     assert!(errs[0].contains("operators"), "{errs:?}");
     // Postfix chains nest without brackets or operators (found by the fuzzer too).
     for chain in ["token".to_owned() + &"[0]".repeat(300), "token".to_owned() + &".f()".repeat(300)] {
-        let errs = compile_errors(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: {chain}\n"));
+        let errs =
+            compile_errors(&format!("rules:\n  - name: a\n    channel: private-{{x}}\n    allow: {chain}\n"));
         assert!(errs[0].contains("operators"), "{errs:?}");
     }
     let parens = "(".repeat(40) + "true" + &")".repeat(40);
