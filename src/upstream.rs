@@ -1,5 +1,6 @@
 //! Outgoing HTTP(S): the client shared by the Pusher REST calls (publish
-//! proxy, terminate connections) and the webhook relay.
+//! proxy, terminate connections), the webhook relay and the issuer key
+//! fetches (`session::remote`, which applies its own time limit).
 //!
 //! Invariants: every call is bounded in time; retries are bounded and only
 //! for failures where the request cannot have been processed (connection

@@ -19,14 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Full, Limited};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::AuthError;
 use super::keys::JwksKeys;
+use crate::upstream::{HttpsClient, https_client};
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -68,8 +66,6 @@ impl Default for RemoteSettings {
         }
     }
 }
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Keys of one issuer, fetched over HTTPS.
 pub struct RemoteKeys {
@@ -152,27 +148,7 @@ pub enum FetchError {
 impl RemoteKeys {
     /// Creates the fetcher; nothing is fetched until [`RemoteKeys::refresh`].
     pub fn new(source: KeySource, settings: RemoteSettings) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        for cert in &settings.extra_roots {
-            roots.add(cert.clone()).map_err(|e| format!("ca_file: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = https_client(&settings.extra_roots)?;
         Ok(Self {
             source,
             client,
@@ -357,7 +333,7 @@ impl RemoteKeys {
         let req = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, concat!("channelgate/", env!("CARGO_PKG_VERSION")))
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| transport(e.to_string()))?;
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| transport(error_chain(&e)))?;
