@@ -4,14 +4,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use channelgate::app::App;
 use channelgate::pusher::{MasterKey, rest};
 use channelgate::secret::Secret;
 use crypto_secretbox::aead::{Aead, KeyInit};
@@ -94,12 +92,13 @@ impl Fake {
 }
 
 /// A gateway with the admin listener, the admin API, publishing and webhooks.
-struct Admin {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+struct Admin(AdminGateway);
+
+impl std::ops::Deref for Admin {
+    type Target = AdminGateway;
+    fn deref(&self) -> &AdminGateway {
+        &self.0
+    }
 }
 
 impl Admin {
@@ -116,19 +115,7 @@ impl Admin {
             &format!("  secret: {{ file: pusher.secret }}\n  api_url: {api}\n"),
         );
         std::fs::write(&config, text).unwrap();
-        Self::run(dir, &config).await
-    }
-
-    async fn run(dir: tempfile::TempDir, config: &Path) -> Admin {
-        let app = App::load(config).unwrap_or_else(|e| panic!("{e}"));
-        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(public, Some(admin), async {
-            let _ = rx.await;
-        }));
-        Admin { addr, admin: admin_addr, _dir: dir, stop: Some(tx), task }
+        Admin(AdminGateway::run(dir, &config).await)
     }
 
     async fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -153,11 +140,8 @@ impl Admin {
         (s, b)
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = self.task.await;
+    async fn stop(self) {
+        let _ = self.0.stop().await;
     }
 }
 
@@ -511,20 +495,6 @@ impl Drop for RedisServer {
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test]
 async fn two_replicas_share_revocations_through_redis() {
     let redis = RedisServer::start(None);
@@ -584,5 +554,5 @@ async fn replica_with_url(redis_port: u16, api: &Fake, hooks: &Fake) -> Admin {
         &format!("  secret: {{ file: pusher.secret }}\n  api_url: {}\n", api.url()),
     );
     std::fs::write(&config, text).unwrap();
-    Admin::run(dir, &config).await
+    Admin(AdminGateway::run(dir, &config).await)
 }

@@ -21,7 +21,6 @@ use channelgate::app::App;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use crate::support::{APP_KEY, APP_SECRET, AUDIENCE, Gateway, ISSUER, JWT_SECRET, POLICY, now};
 
@@ -443,21 +442,6 @@ async fn hs_gateway() -> Gateway {
     Gateway::start().await
 }
 
-/// A gateway whose session keys are RSA (RS256 only); stops when dropped.
-struct KeyGateway {
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for KeyGateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 fn key_config(key_source: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
@@ -485,9 +469,10 @@ rate_limit:
     )
 }
 
+/// A gateway whose session keys are RSA (RS256 only); stops when dropped.
 /// `key_source` is the issuer's key line (`public_key: ...` or
 /// `jwks_file: ...`); `files` are written beside the config.
-async fn key_gateway(key_source: &str, files: &[(&str, &str)]) -> KeyGateway {
+async fn key_gateway(key_source: &str, files: &[(&str, &str)]) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
@@ -499,13 +484,7 @@ async fn key_gateway(key_source: &str, files: &[(&str, &str)]) -> KeyGateway {
     let path = dir.path().join("channelgate.yaml");
     std::fs::write(&path, key_config(key_source)).unwrap();
     let app = App::load(&path).unwrap_or_else(|e| panic!("rsa test config does not load: {e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    KeyGateway { addr, _dir: dir, stop: Some(stop) }
+    Gateway::serve(dir, app).await
 }
 
 // ------------------------------------------------------- HS256 gateway

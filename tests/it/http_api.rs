@@ -477,12 +477,8 @@ async fn several_issuers_each_with_their_own_checks() {
     assert!(text.contains("https://other.test"), "the config template changed:\n{text}");
     std::fs::write(&config, text).unwrap();
     let app = channelgate::app::App::load(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(listener, async {
-        let _ = rx.await;
-    }));
+    let gw = Gateway::serve(dir, app).await;
+    let addr = gw.addr;
     let sign = |claims: serde_json::Value, alg, secret: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(alg),
@@ -565,6 +561,5 @@ async fn several_issuers_each_with_their_own_checks() {
             assert_refused(s, &b, status, r);
         }
     }
-    let _ = tx.send(());
-    server.await.unwrap();
+    gw.stop().await;
 }

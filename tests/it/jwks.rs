@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::support::{APP_KEY, Setup, expected_auth, now, write_config};
+use crate::support::{APP_KEY, Gateway, Setup, eventually, expected_auth, now, write_config};
 
 /// What the fake issuer serves.
 #[derive(Clone)]
@@ -160,8 +160,7 @@ fn mint(key: &SigningKey, iss: &str, sub: &str) -> String {
 struct Running {
     gw: Arc<AppGateway>,
     addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
+    _server: Gateway,
 }
 
 async fn start_gateway(issuer: &Issuer, refetch_interval: &str) -> Running {
@@ -182,13 +181,8 @@ async fn start_gateway(issuer: &Issuer, refetch_interval: &str) -> Running {
         Err(e) => panic!("{e}"),
     };
     let gw = app.gateway();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async {
-        let _ = rx.await;
-    }));
-    Running { gw, addr, _dir: dir, _stop: tx }
+    let server = Gateway::serve(dir, app).await;
+    Running { gw, addr: server.addr, _server: server }
 }
 
 async fn ask(addr: std::net::SocketAddr, token: &str, sub: &str) -> (u16, serde_json::Value) {
@@ -208,21 +202,6 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
     let resp = reqwest::Client::new().get(format!("http://{addr}/readyz")).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap())
-}
-
-/// Polls `f` until it holds, for at most 10 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test]

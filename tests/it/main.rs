@@ -5,7 +5,8 @@
 // Items of a test binary are `pub` so its modules can share them.
 #![allow(unreachable_pub)]
 
-/// Test gateway, token minting, an independent signature check.
+/// Test gateways (with or without the admin listener), token minting,
+/// polling, an independent signature check.
 mod support;
 
 /// Admin API, revocations (memory and Redis), publish proxy, webhook relay.

@@ -6,23 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use channelgate::app::App;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use crate::support::*;
 
 const FORM: &[(&str, &str)] = &[("socket_id", "1234.5678"), ("channel_name", "private-user-alice")];
 
-/// A gateway run with the full lifecycle (`App::run`): admin listener,
-/// file watching, shutdown sequence.
-struct Full {
-    addr: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// A gateway run with the full lifecycle (`App::run`, see `AdminGateway`),
+/// its config watched for changes.
+struct Full(AdminGateway);
+
+impl std::ops::Deref for Full {
+    type Target = AdminGateway;
+    fn deref(&self) -> &AdminGateway {
+        &self.0
+    }
 }
 
 impl Full {
@@ -31,19 +30,7 @@ impl Full {
         let config = write_config(dir.path(), &setup);
         let text = std::fs::read_to_string(&config).unwrap().replace("reload:\n  watch: false\n", "");
         std::fs::write(&config, text).unwrap();
-        Self::from_config(dir, &config).await
-    }
-
-    async fn from_config(dir: tempfile::TempDir, config: &Path) -> Full {
-        let app = App::load(config).unwrap_or_else(|e| panic!("{e}"));
-        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(public, Some(admin), async {
-            let _ = rx.await;
-        }));
-        Full { addr, admin: admin_addr, dir, stop: Some(tx), task }
+        Full(AdminGateway::run(dir, &config).await)
     }
 
     async fn status(&self, t: &str, channel: &str) -> u16 {
@@ -66,27 +53,9 @@ impl Full {
         self.dir.path().join("policies/main.yaml")
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
-}
-
-/// Polls until `f` holds (at most 10 s).
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// The value of one sample in a text exposition, `None` if absent.
@@ -236,7 +205,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let admin = gw.admin;
-    let Full { stop, task, dir, .. } = gw;
+    let AdminGateway { stop, task, dir, .. } = gw.0;
     let _ = stop.unwrap().send(());
     // Readiness turns false at once, while the request is still open.
     eventually("not ready", || async {

@@ -1,7 +1,9 @@
-//! A gateway on an ephemeral loopback port with an explicit shutdown handle.
+//! A gateway on an ephemeral loopback port with an explicit shutdown handle
+//! (optionally with the admin listener), token minting, polling.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use channelgate::app::App;
 use hmac::{Hmac, Mac};
@@ -76,6 +78,12 @@ impl Gateway {
             Ok(app) => app,
             Err(e) => panic!("test config does not load: {e}"),
         };
+        Self::serve(dir, app).await
+    }
+
+    /// Serves an `app` already loaded from a config in `dir` (kept until
+    /// the gateway is dropped), without the admin listener.
+    pub async fn serve(dir: tempfile::TempDir, app: App) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -106,6 +114,56 @@ impl Drop for Gateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// A gateway run with the full lifecycle (`App::run`): the public and the
+/// admin listener, file watching, the shutdown sequence.
+pub struct AdminGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminGateway {
+    /// Runs the config at `config` (written in `dir`) on two ephemeral
+    /// loopback ports.
+    pub async fn run(dir: tempfile::TempDir, config: &Path) -> Self {
+        let app = App::load(config).unwrap_or_else(|e| panic!("{e}"));
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(public, Some(admin), async {
+            let _ = rx.await;
+        }));
+        Self { addr, admin: admin_addr, dir, stop: Some(tx), task }
+    }
+
+    /// Signals shutdown and waits for `App::run` to return; `Err` if it
+    /// panicked.
+    pub async fn stop(mut self) -> Result<(), tokio::task::JoinError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await
+    }
+}
+
+/// Polls until `f` holds (every 50 ms, at most 10 s); panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// Writes a production-mode config whose secrets come from files.
