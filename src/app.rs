@@ -24,7 +24,7 @@ use crate::config::{
     Config, ConfigErrors, Cors, HttpSettings, Mode, PublishSettings, TlsFiles, WebhookSettings,
 };
 use crate::http::limit::RateLimits;
-use crate::policy::Policy;
+use crate::policy::{Policy, TokenValue};
 use crate::pusher::Signer;
 use crate::revocation::Revocations;
 use crate::secret::Secret;
@@ -43,7 +43,7 @@ pub struct Gateway {
     pub signer: Signer,
     /// JWT verification behind the verified-token cache; each session
     /// carries its claims converted to CEL once.
-    pub sessions: Authenticator<cel::Value>,
+    pub sessions: Authenticator<TokenValue>,
     /// Where tokens are looked for.
     pub token_sources: Vec<TokenSource>,
     /// The compiled policy.
@@ -66,8 +66,9 @@ pub struct Gateway {
     pub webhooks: Option<(WebhookSettings, HttpsClient)>,
 }
 
-fn claims_to_cel(claims: &Claims) -> cel::Value {
-    crate::policy::value::object_to_cel(claims.as_map())
+fn claims_to_cel(claims: &Claims) -> TokenValue {
+    // Verified claims are a JSON object: the fallback is never taken.
+    TokenValue::from_json_text(claims.json()).unwrap_or_else(|| TokenValue::from_claims(claims.as_map()))
 }
 
 impl Gateway {

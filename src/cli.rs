@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, EXIT_CONFIG, Mode};
-use crate::policy::value::object_to_cel;
+use crate::policy::TokenValue;
 use crate::policy::{Decision, Policy, Request, Trace, testing};
 use crate::pusher::{ChannelName, SocketId};
 use crate::session::KeySet;
@@ -370,7 +370,7 @@ fn explain(
             return ExitCode::from(2);
         }
     };
-    let cel_token = object_to_cel(&claims);
+    let cel_token = TokenValue::from_claims(&claims);
     let request = Request { token: &cel_token, socket_id: &socket, origin: None };
     let mut trace = Trace::default();
     let (decision, channel) = if signin {
@@ -445,7 +445,7 @@ fn token(path: &Path, sub: &str, extra: &[String], ttl: Duration) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let Some((issuer, secret)) = config.issuers.iter().find_map(|i| match &i.keys {
-        KeySet::Secret(s) => Some((i, s)),
+        KeySet::Secret(s) => Some((i, s.secret())),
         _ => None,
     }) else {
         eprintln!("error: no issuer with an HS `secret` to sign with");

@@ -272,7 +272,28 @@ fn request_id(headers: &HeaderMap) -> String {
     {
         return v.to_owned();
     }
-    format!("cg-{:x}-{:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("cg-{:x}-", std::process::id()));
+    let mut id = String::with_capacity(prefix.len() + 16);
+    id.push_str(prefix);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 16];
+    let len = hex_digits(n, &mut digits);
+    // Hex digits are ASCII.
+    id.extend(digits[..len].iter().map(|&b| char::from(b)));
+    id
+}
+
+/// `n` in lowercase hex without leading zeros (at least one digit), into
+/// `out`; returns the number of digits.
+fn hex_digits(n: u64, out: &mut [u8; 16]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = (16 - n.leading_zeros() as usize / 4).max(1);
+    for (i, slot) in out[..len].iter_mut().enumerate() {
+        let shift = 4 * (len - 1 - i);
+        *slot = HEX[((n >> shift) & 0xf) as usize];
+    }
+    len
 }
 
 fn allowed_origin<'a>(gw: &Gateway, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -372,4 +393,29 @@ where
     tracing::info!(status = status.as_u16(), "webhook forwarded");
     let body = serde_json::json!({"forwarded": status.is_success(), "status": status.as_u16()}).to_string();
     json_response(if status.is_success() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_match_format() {
+        for n in [0u64, 1, 0xf, 0x10, 0xabc, u64::from(u32::MAX), u64::MAX] {
+            let mut out = [0u8; 16];
+            let len = hex_digits(n, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), format!("{n:x}"));
+        }
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_plain_and_made_otherwise() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        let made = request_id(&headers);
+        assert!(made.starts_with(&format!("cg-{:x}-", std::process::id())), "{made}");
+        assert_ne!(request_id(&headers), made);
+    }
 }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use eval::{Decision, DenyReason, Request, ShadowResult, Trace, TraceStep};
+pub use value::TokenValue;
 
 use self::pattern::Pattern;
 

@@ -33,48 +33,83 @@ use std::fmt;
 pub use cache::{Authenticator, CacheSettings, Session};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
-pub use keys::{JwksKeys, KeyError, KeySet, PemKey};
+pub use keys::{HmacKeys, JwksKeys, KeyError, KeySet, PemKey};
 
-/// Verified claims of a session token (the JSON payload, insertion order
-/// kept).
+/// Verified claims of a session token: the payload's JSON text (a JSON
+/// object whose members are all distinct), and the map of its members,
+/// built on first use. The request path reads the text once, into the
+/// policy's value ([`Claims::json`]); the map is for tools and tests.
 ///
 /// `Debug` prints the claim names only, never their values.
-#[derive(Clone, PartialEq)]
-pub struct Claims(serde_json::Map<String, serde_json::Value>);
+#[derive(Clone)]
+pub struct Claims {
+    json: Box<str>,
+    map: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
 
 impl Claims {
     /// Wraps a claims object.
     pub fn new(map: serde_json::Map<String, serde_json::Value>) -> Self {
-        Self(map)
+        let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned()).into_boxed_str();
+        Self { json, map: std::sync::OnceLock::from(map) }
+    }
+
+    /// Claims from a payload already checked to be a JSON object.
+    pub(crate) fn from_checked_json(json: String) -> Self {
+        Self { json: json.into_boxed_str(), map: std::sync::OnceLock::new() }
+    }
+
+    /// The payload's JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
     }
 
     /// All claims, in the order of the token's payload.
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.0
+        // The text was checked when the token was parsed: this cannot fail.
+        self.map.get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
     }
 
     /// The `sub` claim, when it is a string.
     pub fn sub(&self) -> Option<&str> {
-        self.0.get("sub").and_then(serde_json::Value::as_str)
+        self.as_map().get("sub").and_then(serde_json::Value::as_str)
     }
 
     /// The `exp` claim in unix seconds, when it is a non-negative number (a
     /// fractional `exp` is rounded down).
     pub fn exp(&self) -> Option<u64> {
-        let exp = self.0.get("exp")?;
-        if let Some(secs) = exp.as_u64() {
-            return Some(secs);
-        }
-        let secs = exp.as_f64()?;
-        // `as` saturates at u64::MAX for huge values; the range check keeps
-        // negative numbers out.
-        (secs.is_finite() && secs >= 0.0).then(|| secs.floor() as u64)
+        self.as_map().get("exp").and_then(unix_seconds)
+    }
+}
+
+/// A NumericDate in whole unix seconds, when it is a non-negative number (a
+/// fractional value is rounded down).
+fn unix_seconds(value: &serde_json::Value) -> Option<u64> {
+    match value {
+        serde_json::Value::Number(n) => number_seconds(n),
+        _ => None,
+    }
+}
+
+fn number_seconds(n: &serde_json::Number) -> Option<u64> {
+    if let Some(secs) = n.as_u64() {
+        return Some(secs);
+    }
+    let secs = n.as_f64()?;
+    // `as` saturates at u64::MAX for huge values; the range check keeps
+    // negative numbers out.
+    (secs.is_finite() && secs >= 0.0).then(|| secs.floor() as u64)
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_map() == other.as_map()
     }
 }
 
 impl fmt::Debug for Claims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Claims").field(&ClaimNames(&self.0)).finish()
+        f.debug_tuple("Claims").field(&ClaimNames(self.as_map())).finish()
     }
 }
 

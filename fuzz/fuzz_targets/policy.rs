@@ -23,7 +23,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use channelgate::policy::value::json_to_cel;
+use channelgate::policy::TokenValue;
 use channelgate::policy::{Decision, DenyReason, Policy, Request, Trace};
 use channelgate::pusher::{ChannelKind, ChannelName, SocketId};
 use libfuzzer_sys::fuzz_target;
@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     let parts = common::fields(data, 5);
     let claims = serde_json::from_slice::<serde_json::Value>(parts[1])
         .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new()));
-    let token = json_to_cel(&claims);
+    let token = TokenValue::from_json(&claims);
     let socket_id = SocketId::parse(&common::text(parts[3]))
         .unwrap_or_else(|_| SocketId::parse("1234.5678").expect("valid socket id"));
     let origin = common::text(parts[4]);

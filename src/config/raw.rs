@@ -236,6 +236,8 @@ pub(crate) struct TokenCache {
     #[serde(default)]
     pub(crate) capacity: Option<u64>,
     #[serde(default)]
+    pub(crate) max_bytes: Option<u64>,
+    #[serde(default)]
     pub(crate) max_ttl: Option<Spanned<String>>,
 }
 

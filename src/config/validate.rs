@@ -737,6 +737,9 @@ fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings
         if let Some(c) = raw.capacity {
             s.capacity = c;
         }
+        if let Some(b) = raw.max_bytes {
+            s.max_bytes = b;
+        }
         s.max_ttl = cx.duration("session.token_cache.max_ttl", &raw.max_ttl, s.max_ttl);
     }
     s

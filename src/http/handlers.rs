@@ -263,7 +263,7 @@ async fn session(
     parts: &Parts,
     fields: &Fields,
     audit: &mut Audit,
-) -> Result<Arc<Session<cel::Value>>, ApiError> {
+) -> Result<Arc<Session<crate::policy::TokenValue>>, ApiError> {
     let (token, origin) =
         extract_token(&gw.token_sources, &parts.headers, &fields.pairs).map_err(ApiError::Unauthorized)?;
     if origin == TokenOrigin::Cookie && !same_site_request(gw, &parts.headers) {
@@ -279,9 +279,9 @@ async fn session(
         }
         e => ApiError::Unauthorized(e),
     })?;
-    let sub = session.claims.sub();
+    let sub = session.derived.claim_str("sub");
     audit.user = sub.map(str::to_owned);
-    match rt.revocations.check(&session.claims) {
+    match rt.revocations.check(|name| session.derived.claim_str(name)) {
         Check::Clear => {}
         Check::Revoked => {
             return Err(ApiError::Forbidden {

@@ -95,11 +95,13 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         return Err(ApiError::UnsupportedMediaType);
     }
     let ct = ct.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match media.as_str() {
-        "application/x-www-form-urlencoded" => Ok(Encoding::Form),
-        "application/json" => Ok(Encoding::Json),
-        _ => Err(ApiError::UnsupportedMediaType),
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(Encoding::Form)
+    } else if media.eq_ignore_ascii_case("application/json") {
+        Ok(Encoding::Json)
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -140,7 +142,8 @@ where
 
 /// Form decoding. Keys and values must be UTF-8 after percent-decoding.
 pub fn parse_form(bytes: &[u8]) -> Result<Fields, ApiError> {
-    let mut pairs = Vec::new();
+    // pusher-js sends two fields (plus `params`); a batch, one per channel.
+    let mut pairs = Vec::with_capacity(4);
     for (k, v) in form_urlencoded::parse(bytes) {
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             return Err(ApiError::bad_request("invalid_body", "the form is not valid UTF-8"));

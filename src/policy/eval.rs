@@ -5,9 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use cel::Value;
-use cel::objects::Key;
+use cel::common::types::{CelMap, CelMapKey, CelNull, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 
-use super::value::{cel_to_json, type_name};
+use super::value::{TokenValue, cel_to_json, type_name};
 use super::{Expression, Policy, Rule};
 use crate::pusher::{ChannelName, SocketId, js_json};
 
@@ -16,8 +18,8 @@ const MAX_USER_ID_BYTES: usize = 200;
 
 /// The facts a decision may use, besides the channel.
 pub struct Request<'a> {
-    /// The verified claims as a CEL map (`token`).
-    pub token: &'a Value,
+    /// The verified claims (`token`).
+    pub token: &'a TokenValue,
     /// The requesting socket (`socket_id`).
     pub socket_id: &'a SocketId,
     /// The request's `Origin` header, if any (`request.origin`).
@@ -215,12 +217,9 @@ impl Policy {
         channel: &ChannelName,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
-        let mut ctx = self.root.new_inner_scope();
-        bind_common(&mut ctx, request);
-        ctx.add_variable_from_value("channel", channel.as_str());
-        for (name, value) in captures {
-            ctx.add_variable_from_value(*name, *value);
-        }
+        let vars = Vars { request, channel: Some(channel.as_str()), captures };
+        let mut ctx = scope(&self.root);
+        ctx.set_variable_resolver(&vars);
         let deny = |reason| Decision::Deny { rule: Some(rule.name.clone()), reason };
 
         match eval_bool(&ctx, "allow", &rule.allow, trace.as_deref_mut()) {
@@ -258,8 +257,9 @@ impl Policy {
         let Some(user) = &self.user else {
             return Decision::Deny { rule: None, reason: DenyReason::SigninDisabled };
         };
-        let mut ctx = self.root.new_inner_scope();
-        bind_common(&mut ctx, request);
+        let vars = Vars { request, channel: None, captures: &[] };
+        let mut ctx = scope(&self.root);
+        ctx.set_variable_resolver(&vars);
         let deny = |reason| Decision::Deny { rule: None, reason };
         if let Some(allow) = &user.allow {
             match eval_bool(&ctx, "user.allow", allow, trace.as_deref_mut()) {
@@ -293,15 +293,46 @@ impl Policy {
     }
 }
 
-fn bind_common(ctx: &mut cel::Context<'_, '_>, request: &Request<'_>) {
-    ctx.add_variable_from_value("token", request.token.clone());
-    ctx.add_variable_from_value("socket_id", request.socket_id.as_str());
-    let mut req: HashMap<Key, Value> = HashMap::with_capacity(1);
-    req.insert(
-        Key::String(Arc::new("origin".to_owned())),
-        request.origin.map_or(Value::Null, |o| Value::String(Arc::new(o.to_owned()))),
-    );
-    ctx.add_variable_from_value("request", Value::from(req));
+/// A scope for one evaluation whose variables may borrow the request for
+/// `'a` (the root context holds functions only, so it can be borrowed as a
+/// context of any shorter lifetime).
+fn scope<'a>(root: &'a cel::Context<'static, 'static>) -> cel::Context<'a, 'a> {
+    let root: &'a cel::Context<'a, 'a> = root;
+    root.new_inner_scope()
+}
+
+/// The variables of one evaluation, resolved when an expression reads
+/// them: `token` is borrowed from the session (nothing is copied), the
+/// strings borrow the request. Capture names never collide with the
+/// globals (the compiler refuses such patterns).
+struct Vars<'r, 'a> {
+    request: &'r Request<'a>,
+    channel: Option<&'r str>,
+    captures: &'r [(&'r str, &'r str)],
+}
+
+impl VariableResolver for Vars<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "token" => Some(CowVal::Borrowed(self.request.token.as_val())),
+            "socket_id" => Some(CowVal::owned(CelString::from(self.request.socket_id.as_str()))),
+            "channel" => self.channel.map(|c| CowVal::owned(CelString::from(c))),
+            "request" => {
+                let origin: Box<dyn Val + 'b> = match self.request.origin {
+                    Some(o) => Box::new(CelString::from(o)),
+                    None => Box::new(CelNull),
+                };
+                let mut map: HashMap<CelMapKey<'b>, Box<dyn Val + 'b>> = HashMap::with_capacity(1);
+                map.insert(CelMapKey::from("origin"), origin);
+                Some(CowVal::owned(CelMap::from(map)))
+            }
+            name => self
+                .captures
+                .iter()
+                .find(|(capture, _)| *capture == name)
+                .map(|(_, value)| CowVal::owned(CelString::from(*value))),
+        }
+    }
 }
 
 fn eval(

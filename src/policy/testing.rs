@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::value::object_to_cel;
+use super::value::TokenValue;
 use super::{Decision, Policy, Request};
 use crate::pusher::{ChannelName, SocketId};
 use crate::yaml::{self, SourceError};
@@ -117,7 +117,7 @@ pub fn run_file(policy: &Policy, file: &Path) -> Result<Vec<Outcome>, Vec<Source
 fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
     let socket = SocketId::parse(case.socket_id.as_deref().unwrap_or("1234.5678"))
         .map_err(|e| format!("bad socket_id in the test: {e}"))?;
-    let token = object_to_cel(&case.claims);
+    let token = TokenValue::from_claims(&case.claims);
     let request = Request { token: &token, socket_id: &socket, origin: case.origin.as_deref() };
     let decision = match (&case.channel, case.signin) {
         (Some(channel), false) => {

@@ -25,7 +25,7 @@ fn compile_errors(yaml: &str) -> Vec<String> {
 
 /// Decides `channel` for `claims` and returns (allowed?, rule, data or reason code).
 fn check(policy: &Policy, claims: serde_json::Value, channel: &str) -> (bool, Option<String>, String) {
-    let token = value::json_to_cel(&claims);
+    let token = TokenValue::from_json(&claims);
     let socket = SocketId::parse("1234.5678").unwrap();
     let req = Request { token: &token, socket_id: &socket, origin: Some("https://app.example.com") };
     let d = policy.authorize_channel(&req, &ChannelName::parse(channel).unwrap(), None);
@@ -33,7 +33,7 @@ fn check(policy: &Policy, claims: serde_json::Value, channel: &str) -> (bool, Op
 }
 
 fn signin(policy: &Policy, claims: serde_json::Value) -> (bool, Option<String>, String) {
-    let token = value::json_to_cel(&claims);
+    let token = TokenValue::from_json(&claims);
     let socket = SocketId::parse("1234.5678").unwrap();
     let req = Request { token: &token, socket_id: &socket, origin: None };
     summarize(policy.authenticate_user(&req, None))
@@ -244,7 +244,7 @@ fn several_broken_rules_are_all_reported() {
 #[test]
 fn trace_records_captures_and_values() {
     let p = compile(EXAMPLE);
-    let token = value::json_to_cel(&serde_json::json!({"sub": "u1", "rooms": ["42"], "name": "Ann"}));
+    let token = TokenValue::from_json(&serde_json::json!({"sub": "u1", "rooms": ["42"], "name": "Ann"}));
     let socket = SocketId::parse("1.2").unwrap();
     let req = Request { token: &token, socket_id: &socket, origin: None };
     let mut trace = Trace::default();

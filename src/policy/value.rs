@@ -4,6 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::Value;
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
 use cel::objects::Key;
 
 /// Converts a JSON value (token claims) to a CEL value. Integers become
@@ -32,6 +36,182 @@ pub fn object_to_cel(o: &serde_json::Map<String, serde_json::Value>) -> Value {
     let map: HashMap<Key, Value> =
         o.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json_to_cel(v))).collect();
     Value::from(map)
+}
+
+/// The verified claims as the CEL variable `token`, in the interpreter's
+/// own representation. Built once per verified session (and kept with it in
+/// the token cache); every evaluation borrows it, so binding `token` copies
+/// nothing, however many claims the token carries.
+///
+/// `Debug` prints nothing of the claims.
+pub struct TokenValue(Repr);
+
+enum Repr {
+    /// Claims (always an object in a verified token).
+    Map(CelMap<'static>),
+    /// Anything else (policy tests may bind any JSON value).
+    Other(Box<dyn Val>),
+}
+
+impl TokenValue {
+    /// The claims object as a CEL map. Integers become `int` (or `uint`
+    /// above `i64::MAX`), other numbers `double`, as [`json_to_cel`] does.
+    pub fn from_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Self {
+        Self(Repr::Map(object_to_val(claims)))
+    }
+
+    /// Verified claims, read from their JSON text straight into CEL values
+    /// (no intermediate JSON value). `None` if the text is not a JSON object.
+    pub fn from_json_text(json: &str) -> Option<Self> {
+        match serde_json::from_str::<ValOf>(json).ok()?.0 {
+            Parsed::Map(map) => Some(Self(Repr::Map(map))),
+            Parsed::Other(_) => None,
+        }
+    }
+
+    /// Any JSON value (tests and `explain` bind non-object tokens too).
+    pub fn from_json(value: &serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Object(o) => Self::from_claims(o),
+            other => Self(Repr::Other(json_to_val(other))),
+        }
+    }
+
+    /// The claim `name` when it is a string (`sub`, `jti`, a session id).
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        let Repr::Map(map) = &self.0 else { return None };
+        // Claim sets are small: a scan costs less than hashing the name.
+        let (_, value) =
+            map.inner().iter().find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
+        <&str>::try_from(value.as_ref()).ok()
+    }
+
+    /// The value, for binding.
+    pub(crate) fn as_val(&self) -> &dyn Val {
+        match &self.0 {
+            Repr::Map(map) => map,
+            Repr::Other(other) => other.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenValue(..)")
+    }
+}
+
+/// A JSON value read as a CEL value, with the numbers of [`json_to_cel`].
+/// Within an object, a later duplicate member replaces an earlier one (as
+/// in `serde_json::Value`; the token's top level has none).
+struct ValOf(Parsed);
+
+enum Parsed {
+    Map(CelMap<'static>),
+    Other(Box<dyn Val>),
+}
+
+impl Parsed {
+    fn boxed(self) -> Box<dyn Val> {
+        match self {
+            Parsed::Map(map) => Box::new(map),
+            Parsed::Other(val) => val,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ValOf {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+
+        struct ValVisitor;
+
+        impl<'de> Visitor<'de> for ValVisitor {
+            type Value = ValOf;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelNull))))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelBool::from(v)))))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelInt::from(v)))))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(match i64::try_from(v) {
+                    Ok(i) => Box::new(CelInt::from(i)),
+                    Err(_) => Box::new(CelUInt::from(v)),
+                })))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelDouble::from(v)))))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelString::from(v.to_owned())))))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ValOf, E> {
+                Ok(ValOf(Parsed::Other(Box::new(CelString::from(v)))))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValOf, A::Error> {
+                let mut items: Vec<Box<dyn Val>> = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<ValOf>()? {
+                    items.push(item.0.boxed());
+                }
+                Ok(ValOf(Parsed::Other(Box::new(CelList::from(items)))))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<ValOf, A::Error> {
+                let mut map: HashMap<CelMapKey<'static>, Box<dyn Val>> =
+                    HashMap::with_capacity(access.size_hint().unwrap_or(8));
+                while let Some(key) = access.next_key::<String>()? {
+                    let value = access.next_value::<ValOf>()?;
+                    map.insert(CelMapKey::from(key), value.0.boxed());
+                }
+                Ok(ValOf(Parsed::Map(CelMap::from(map))))
+            }
+        }
+
+        deserializer.deserialize_any(ValVisitor)
+    }
+}
+
+fn object_to_val(o: &serde_json::Map<String, serde_json::Value>) -> CelMap<'static> {
+    let mut map: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(o.len());
+    for (k, v) in o {
+        map.insert(CelMapKey::from(k.clone()), json_to_val(v));
+    }
+    CelMap::from(map)
+}
+
+fn json_to_val(v: &serde_json::Value) -> Box<dyn Val> {
+    match v {
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Box::new(CelInt::from(i))
+            } else if let Some(u) = n.as_u64() {
+                Box::new(CelUInt::from(u))
+            } else {
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+            }
+        }
+        serde_json::Value::String(s) => Box::new(CelString::from(s.clone())),
+        serde_json::Value::Array(a) => Box::new(CelList::from(a.iter().map(json_to_val).collect::<Vec<_>>())),
+        serde_json::Value::Object(o) => Box::new(object_to_val(o)),
+    }
 }
 
 /// Converts a CEL value to JSON for `user_info`/`watchlist`. Map keys come
@@ -99,5 +279,21 @@ mod tests {
         assert_eq!(back, j);
         let keys: Vec<&String> = back.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["a", "b", "big"]);
+    }
+
+    #[test]
+    fn claims_read_from_text_equal_claims_converted_from_json() {
+        let text = r#"{"sub":"u\u00e9","n":-3,"big":18446744073709551615,"f":1.5,"ok":true,"none":null,
+            "rooms":["1","2"],"nested":{"a":[1,{"b":"c"}]},"dup":{"k":1,"k":2}}"#;
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+        let from_text = TokenValue::from_json_text(text).unwrap();
+        let from_map = TokenValue::from_claims(&map);
+        assert!(from_text.as_val().equals(from_map.as_val()));
+        assert_eq!(from_text.claim_str("sub"), Some("u\u{e9}"));
+        assert_eq!(from_text.claim_str("n"), None);
+        let other = TokenValue::from_json_text(r#"{"sub":"someone else"}"#).unwrap();
+        assert!(!other.as_val().equals(from_map.as_val()));
+        assert!(TokenValue::from_json_text("[1]").is_none());
+        assert!(TokenValue::from_json_text("{").is_none());
     }
 }

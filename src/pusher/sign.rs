@@ -91,15 +91,27 @@ pub enum SignError {
 #[derive(Clone, Debug)]
 pub struct Signer {
     app_key: String,
-    secret: Secret,
+    /// HMAC-SHA256 already keyed with the app secret (the key's inner and
+    /// outer blocks hashed once, not per signature).
+    mac: KeyedMac,
     master_key: Option<MasterKey>,
+}
+
+/// A keyed HMAC state; `Debug` shows nothing of it.
+#[derive(Clone)]
+struct KeyedMac(HmacSha256);
+
+impl std::fmt::Debug for KeyedMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedMac(..)")
+    }
 }
 
 impl Signer {
     /// A signer for the app with this key and secret, optionally able to
     /// authorize `private-encrypted-` channels.
     pub fn new(app_key: impl Into<String>, secret: Secret, master_key: Option<MasterKey>) -> Self {
-        Self { app_key: app_key.into(), secret, master_key }
+        Self { app_key: app_key.into(), mac: KeyedMac(hmac_sha256(secret.expose())), master_key }
     }
 
     /// The app key (the part of `auth` before the `:`).
@@ -119,14 +131,29 @@ impl Signer {
 
     /// Lowercase-hex HMAC-SHA256 of `message` keyed with the app secret.
     pub fn hmac_hex(&self, message: &[u8]) -> String {
-        let mut mac = hmac_sha256(self.secret.expose());
+        let mut mac = self.mac.0.clone();
         mac.update(message);
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// `"<app key>:<hmac hex>"`.
-    fn auth_for(&self, message: &str) -> String {
-        format!("{}:{}", self.app_key, self.hmac_hex(message.as_bytes()))
+    /// `"<app key>:<hmac hex>"` of the message made of `parts` one after
+    /// the other (so the message is never assembled in memory).
+    fn auth_for(&self, parts: &[&str]) -> String {
+        let mut mac = self.mac.0.clone();
+        for part in parts {
+            mac.update(part.as_bytes());
+        }
+        let mut hex_digest = [0u8; 64];
+        let mut out = String::with_capacity(self.app_key.len() + 1 + hex_digest.len());
+        out.push_str(&self.app_key);
+        out.push(':');
+        // 32 bytes always fit in 64 hex digits, which are ASCII.
+        if hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex_digest).is_ok()
+            && let Ok(digits) = std::str::from_utf8(&hex_digest)
+        {
+            out.push_str(digits);
+        }
+        out
     }
 
     /// Channel authorization. `channel_data` is the exact, already serialized
@@ -153,15 +180,11 @@ impl Signer {
                 Some(self.master_key.as_ref().ok_or(SignError::NoMasterKey)?.shared_secret(channel))
             }
         };
-        let message = match channel_data {
-            Some(data) => format!("{socket}:{channel}:{data}"),
-            None => format!("{socket}:{channel}"),
+        let auth = match channel_data {
+            Some(data) => self.auth_for(&[socket.as_str(), ":", channel.as_str(), ":", data]),
+            None => self.auth_for(&[socket.as_str(), ":", channel.as_str()]),
         };
-        Ok(ChannelAuth {
-            auth: self.auth_for(&message),
-            channel_data: channel_data.map(str::to_owned),
-            shared_secret,
-        })
+        Ok(ChannelAuth { auth, channel_data: channel_data.map(str::to_owned), shared_secret })
     }
 
     /// User authentication (`pusher.signin()`): signs
@@ -169,7 +192,7 @@ impl Signer {
     /// string returned to the client.
     pub fn authenticate_user(&self, socket: &SocketId, user_data: &str) -> UserAuth {
         UserAuth {
-            auth: self.auth_for(&format!("{socket}::user::{user_data}")),
+            auth: self.auth_for(&[socket.as_str(), "::user::", user_data]),
             user_data: user_data.to_owned(),
         }
     }

@@ -9,11 +9,14 @@
 //!   and the token verified again, so a key rotation that revokes a key also
 //!   revokes the cached sessions it signed;
 //! - only successes are cached; failures are cheap to recompute and must
-//!   not pin an error.
+//!   not pin an error;
+//! - the cache is bounded twice: by entries (`capacity`) and by an estimate
+//!   of the memory its sessions hold (`max_bytes`); quick_cache's CLOCK-Pro
+//!   policy evicts one-hit tokens before the ones a page keeps using.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -24,50 +27,41 @@ use super::{AuthError, Claims, KeySet, Verifier};
 pub struct CacheSettings {
     /// Most cached tokens (0 disables the cache).
     pub capacity: u64,
+    /// Most memory the cached sessions may hold, estimated from their
+    /// tokens' size (0 disables the cache).
+    pub max_bytes: u64,
     /// Longest time a verification is reused, whatever the token's `exp`.
     pub max_ttl: Duration,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { capacity: 10_000, max_ttl: Duration::from_secs(600) }
+        Self { capacity: 10_000, max_bytes: 8 * 1024 * 1024, max_ttl: Duration::from_secs(600) }
     }
 }
 
-/// A verified session: the claims plus whatever the caller derives from
-/// them once (the policy's CEL value of the claims, for instance).
+/// A verified session: what the caller derives from the verified claims
+/// once (the policy's CEL value of the claims). The claims themselves are
+/// not kept: the derived value is all a request needs, and a cached session
+/// then holds one copy of them, not two.
 #[derive(Debug)]
 pub struct Session<X> {
-    /// Verified claims.
-    pub claims: Claims,
     /// Derived once per verification.
     pub derived: X,
     exp: Option<u64>,
     issuer: usize,
     kid: Option<String>,
-    ttl: Duration,
+    /// Estimated bytes held by this session (its weight in the cache).
+    weight: u64,
 }
 
 /// Verifies tokens through the cache.
 pub struct Authenticator<X> {
     verifier: Verifier,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<Session<X>>>>,
+    cache: Option<TokenCache<X>>,
     derive: fn(&Claims) -> X,
     hits: AtomicU64,
     misses: AtomicU64,
-}
-
-struct TokenExpiry;
-
-impl<X> moka::Expiry<[u8; 32], Arc<Session<X>>> for TokenExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Session<X>>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 fn now_unix() -> u64 {
@@ -77,13 +71,7 @@ fn now_unix() -> u64 {
 impl<X: Send + Sync + 'static> Authenticator<X> {
     /// Wraps a verifier. `derive` runs once per verification.
     pub fn new(verifier: Verifier, settings: CacheSettings, derive: fn(&Claims) -> X) -> Self {
-        let cache = (settings.capacity > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(settings.capacity)
-                .time_to_live(settings.max_ttl)
-                .expire_after(TokenExpiry)
-                .build()
-        });
+        let cache = (settings.capacity > 0 && settings.max_bytes > 0).then(|| TokenCache::new(settings));
         Self { verifier, cache, derive, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
@@ -101,7 +89,7 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     /// remote issuer triggers one (rate-limited, shared) refetch and a retry.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Session<X>>, AuthError> {
         let now = now_unix();
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key: CacheKey = Sha256::digest(token.as_bytes()).into();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&key)
         {
@@ -122,20 +110,19 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
             },
             Err((e, _)) => return Err(e),
         };
-        let exp = verified.claims.exp();
+        let exp = verified.exp;
         let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now)));
         let session = Arc::new(Session {
             derived: (self.derive)(&verified.claims),
-            claims: verified.claims,
             exp,
             issuer: verified.issuer,
             kid: verified.kid,
-            ttl,
+            weight: estimated_bytes(token),
         });
         if let Some(cache) = &self.cache
             && !ttl.is_zero()
         {
-            cache.insert(key, session.clone());
+            cache.insert(key, session.clone(), ttl);
         }
         Ok(session)
     }
@@ -149,11 +136,138 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     }
 }
 
+/// SHA-256 of a token.
+type CacheKey = [u8; 32];
+
+/// What a cached session holds, estimated from its token: the policy's
+/// CEL value of the claims (a boxed value, a string and a map slot per
+/// claim: about three times their encoded size) plus the fixed parts.
+fn estimated_bytes(token: &str) -> u64 {
+    256 + 3 * token.len() as u64
+}
+
+/// A bounded map from token digest to session. Expiry is checked on
+/// lookup (an entry is never used past `exp`, nor past `max_ttl`).
+struct TokenCache<X> {
+    map: quick_cache::sync::Cache<CacheKey, Entry<X>, Weight>,
+    max_ttl: Duration,
+}
+
+struct Entry<X> {
+    session: Arc<Session<X>>,
+    /// Not used from this instant on.
+    expires: Instant,
+}
+
+impl<X> Clone for Entry<X> {
+    fn clone(&self) -> Self {
+        Self { session: self.session.clone(), expires: self.expires }
+    }
+}
+
+/// Weighs an entry by its estimated bytes, but at least `max_bytes /
+/// capacity`: so the cache holds at most `capacity` entries and at most
+/// about `max_bytes` of sessions, whichever bound is met first.
+#[derive(Clone)]
+struct Weight {
+    slot: u64,
+}
+
+impl<X> quick_cache::Weighter<CacheKey, Entry<X>> for Weight {
+    fn weight(&self, _key: &CacheKey, entry: &Entry<X>) -> u64 {
+        entry.session.weight.max(self.slot)
+    }
+}
+
+impl<X> TokenCache<X> {
+    fn new(settings: CacheSettings) -> Self {
+        let slot = (settings.max_bytes / settings.capacity.max(1)).max(1);
+        let items = usize::try_from(settings.capacity.min(settings.max_bytes / slot)).unwrap_or(usize::MAX);
+        Self {
+            map: quick_cache::sync::Cache::with_weighter(items, settings.max_bytes, Weight { slot }),
+            max_ttl: settings.max_ttl,
+        }
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<Arc<Session<X>>> {
+        let entry = self.map.get(key)?;
+        if Instant::now() < entry.expires {
+            return Some(entry.session);
+        }
+        self.map.remove(key);
+        None
+    }
+
+    fn invalidate(&self, key: &CacheKey) {
+        self.map.remove(key);
+    }
+
+    fn insert(&self, key: CacheKey, session: Arc<Session<X>>, ttl: Duration) {
+        let expires = Instant::now() + ttl.min(self.max_ttl);
+        self.map.insert(key, Entry { session, expires });
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 impl<X> std::fmt::Debug for Authenticator<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("verifier", &self.verifier)
-            .field("cached", &self.cache.as_ref().map(moka::sync::Cache::entry_count))
+            .field("cached", &self.cache.as_ref().map(TokenCache::len))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(weight: u64) -> Arc<Session<()>> {
+        Arc::new(Session { derived: (), exp: Some(u64::MAX), issuer: 0, kid: None, weight })
+    }
+
+    fn key(i: u32) -> CacheKey {
+        Sha256::digest(i.to_le_bytes()).into()
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn the_entry_count_bounds_a_cache_of_small_sessions() {
+        let cache = TokenCache::new(CacheSettings { capacity: 100, max_bytes: 1 << 30, max_ttl: HOUR });
+        for i in 0..1000 {
+            cache.insert(key(i), session(100), HOUR);
+        }
+        assert!(cache.len() <= 100, "{}", cache.len());
+        assert!(cache.len() >= 50, "{}", cache.len());
+    }
+
+    #[test]
+    fn the_byte_bound_limits_a_cache_of_large_sessions() {
+        let cache = TokenCache::new(CacheSettings { capacity: 10_000, max_bytes: 100_000, max_ttl: HOUR });
+        for i in 0..1000 {
+            cache.insert(key(i), session(10_000), HOUR);
+        }
+        assert!(cache.len() <= 10, "{}", cache.len());
+        assert!(cache.len() >= 5, "{}", cache.len());
+    }
+
+    #[test]
+    fn entries_expire_and_max_ttl_caps_them() {
+        let cache =
+            TokenCache::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: Duration::ZERO });
+        cache.insert(key(1), session(1), HOUR);
+        assert!(cache.get(&key(1)).is_none(), "max_ttl 0 keeps nothing usable");
+        assert_eq!(cache.len(), 0, "an expired entry is dropped when met");
+        let cache = TokenCache::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: HOUR });
+        cache.insert(key(1), session(1), Duration::ZERO);
+        assert!(cache.get(&key(1)).is_none());
+        cache.insert(key(2), session(1), HOUR);
+        assert!(cache.get(&key(2)).is_some());
+        cache.invalidate(&key(2));
+        assert!(cache.get(&key(2)).is_none());
     }
 }

@@ -21,10 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::keys::VerifyKey;
 use super::{AuthError, Claims, KeySet};
 
 /// Largest token accepted, in bytes.
@@ -107,7 +108,8 @@ impl Verifier {
         now_unix: u64,
     ) -> Result<Verified, (AuthError, Option<Refetch>)> {
         let parsed = ParsedToken::parse(token).map_err(|e| (e, None))?;
-        let (index, settings) = self.select_issuer(&parsed.claims).map_err(|e| (e, None))?;
+        let payload = Payload::parse(&parsed.payload).map_err(|e| (e, None))?;
+        let (index, settings) = self.select_issuer(&payload).map_err(|e| (e, None))?;
         if !settings.algorithms.contains(&parsed.alg) {
             return Err((AuthError::AlgorithmNotAllowed, None));
         }
@@ -120,17 +122,26 @@ impl Verifier {
             };
             (e, hint)
         })?;
-        verify_signature(parsed.alg, &key, parsed.signing_input.as_bytes(), parsed.signature)
+        verify_signature(parsed.alg, key, parsed.signing_input.as_bytes(), parsed.signature)
             .map_err(|e| (e, None))?;
-        check_claims(&parsed.claims, settings, now_unix).map_err(|e| (e, None))?;
-        Ok(Verified { claims: Claims::new(parsed.claims), issuer: index, kid: parsed.kid })
+        check_claims(&payload, settings, now_unix).map_err(|e| (e, None))?;
+        let exp = match payload.get("exp") {
+            Some(Member::Number(n)) => super::number_seconds(n),
+            _ => None,
+        };
+        Ok(Verified {
+            claims: Claims::from_checked_json(parsed.payload),
+            issuer: index,
+            kid: parsed.kid,
+            exp,
+        })
     }
 
-    fn select_issuer(&self, claims: &Map<String, Value>) -> Result<(usize, &IssuerSettings), AuthError> {
+    fn select_issuer(&self, payload: &Payload<'_>) -> Result<(usize, &IssuerSettings), AuthError> {
         match self.issuers.as_slice() {
             [only] => Ok((0, only)),
             several => {
-                let iss = claims.get("iss").and_then(Value::as_str);
+                let iss = payload.string("iss");
                 iss.and_then(|iss| {
                     several.iter().enumerate().find(|(_, entry)| entry.issuer.as_deref() == Some(iss))
                 })
@@ -149,6 +160,8 @@ pub struct Verified {
     pub issuer: usize,
     /// Its `kid`, if any.
     pub kid: Option<String>,
+    /// Its `exp` in whole unix seconds, when it is a non-negative number.
+    pub exp: Option<u64>,
 }
 
 /// A remote key set worth refetching, and the `kid` that was missing.
@@ -167,7 +180,8 @@ struct ParsedToken<'a> {
     /// `header.payload`, the signed bytes.
     signing_input: &'a str,
     signature: Vec<u8>,
-    claims: Map<String, Value>,
+    /// The payload's JSON text (not yet checked to be an object).
+    payload: String,
 }
 
 impl<'a> ParsedToken<'a> {
@@ -181,103 +195,352 @@ impl<'a> ParsedToken<'a> {
             return Err(AuthError::Malformed);
         }
 
-        let header = decode_object(header)?;
-        let alg = match header.get("alg") {
-            Some(Value::String(alg)) => alg,
-            _ => return Err(AuthError::Malformed),
-        };
-        if alg.eq_ignore_ascii_case("none") {
-            return Err(AuthError::AlgorithmNotAllowed);
-        }
-        let alg = Algorithm::from_str(alg).map_err(|_| AuthError::AlgorithmNotAllowed)?;
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err(AuthError::Malformed),
-        };
-        // No JWS extension is understood, so a critical one cannot be honored
-        // (RFC 7515 §4.1.11); an unencoded payload (RFC 7797) is not a JWT.
-        if header.contains_key("crit") {
-            return Err(AuthError::Malformed);
-        }
-        if header.get("b64").is_some_and(|b64| *b64 != Value::Bool(true)) {
-            return Err(AuthError::Malformed);
-        }
+        let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::Malformed)?;
+        let header: Header =
+            serde_json::from_slice::<HeaderResult>(&header_json).map_err(|_| AuthError::Malformed)?.0?;
+        let alg = header.alg;
+        let kid = header.kid;
 
-        let claims = decode_object(payload)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| AuthError::Malformed)?;
+        let payload = String::from_utf8(payload).map_err(|_| AuthError::Malformed)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::Malformed)?;
-        Ok(Self { alg, kid, signing_input, signature, claims })
+        Ok(Self { alg, kid, signing_input, signature, payload })
     }
 }
 
-/// Decodes one base64url part holding a JSON object.
-fn decode_object(part: &str) -> Result<Map<String, Value>, AuthError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| AuthError::Malformed)?;
-    serde_json::from_slice::<UniqueObject>(&bytes).map(|object| object.0).map_err(|_| AuthError::Malformed)
+/// The JOSE header members that matter; any other member is skipped (but
+/// still refused when duplicated).
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
 }
 
-/// A JSON object whose top-level members are all distinct (a duplicated
-/// `alg`, `iss` or `sub` would let two parsers read different values).
-struct UniqueObject(Map<String, Value>);
+/// A header, or why it is refused: a malformed header, or `alg` that is
+/// `none` or unknown ([`AuthError::AlgorithmNotAllowed`]).
+struct HeaderResult(Result<Header, AuthError>);
 
-impl<'de> Deserialize<'de> for UniqueObject {
+impl<'de> Deserialize<'de> for HeaderResult {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
+        struct HeaderVisitor;
 
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = UniqueObject;
+        impl<'de> Visitor<'de> for HeaderVisitor {
+            type Value = HeaderResult;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JOSE header")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<HeaderResult, A::Error> {
+                let mut seen: Vec<Name<'de>> = Vec::with_capacity(4);
+                let mut alg: Option<Value> = None;
+                let mut kid: Option<Value> = None;
+                let mut refused = false;
+                while let Some(name) = access.next_key::<Name<'de>>()? {
+                    if seen.iter().any(|s| s.0 == name.0) {
+                        return Err(de::Error::custom("duplicated member"));
+                    }
+                    match name.0.as_ref() {
+                        "alg" => alg = Some(access.next_value()?),
+                        "kid" => kid = Some(access.next_value()?),
+                        // No JWS extension is understood, so a critical one
+                        // cannot be honored (RFC 7515 §4.1.11).
+                        "crit" => {
+                            access.next_value::<de::IgnoredAny>()?;
+                            refused = true;
+                        }
+                        // An unencoded payload (RFC 7797) is not a JWT.
+                        "b64" => refused |= access.next_value::<Value>()? != Value::Bool(true),
+                        _ => {
+                            access.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                    seen.push(name);
+                }
+                // In this order: `alg` (a string), then its value, then the
+                // other members.
+                let Some(Value::String(alg)) = alg else {
+                    return Ok(HeaderResult(Err(AuthError::Malformed)));
+                };
+                if alg.eq_ignore_ascii_case("none") {
+                    return Ok(HeaderResult(Err(AuthError::AlgorithmNotAllowed)));
+                }
+                let Ok(alg) = Algorithm::from_str(&alg) else {
+                    return Ok(HeaderResult(Err(AuthError::AlgorithmNotAllowed)));
+                };
+                let kid = match kid {
+                    None => None,
+                    Some(Value::String(kid)) => Some(kid),
+                    Some(_) => return Ok(HeaderResult(Err(AuthError::Malformed))),
+                };
+                if refused {
+                    return Ok(HeaderResult(Err(AuthError::Malformed)));
+                }
+                Ok(HeaderResult(Ok(Header { alg, kid })))
+            }
+        }
+
+        deserializer.deserialize_map(HeaderVisitor)
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// The payload read for the checks in one pass, without building a JSON
+/// value: every member's name (all distinct, or the token is malformed),
+/// the registered claims' values, and for any other member only whether it
+/// is `null` (for `required_claims`).
+struct Payload<'a> {
+    members: Vec<(Name<'a>, Member<'a>)>,
+}
+
+/// Registered claims whose values the checks read.
+const READ_CLAIMS: [&str; 8] = ["sub", "iss", "jti", "sid", "exp", "nbf", "iat", "aud"];
+
+/// A member's value, as far as the checks care.
+enum Member<'a> {
+    Null,
+    String(std::borrow::Cow<'a, str>),
+    Number(serde_json::Number),
+    /// An array of strings only (`aud`).
+    Strings(Vec<std::borrow::Cow<'a, str>>),
+    /// Anything else.
+    Other,
+}
+
+impl<'a> Payload<'a> {
+    fn parse(json: &'a str) -> Result<Self, AuthError> {
+        serde_json::from_str::<Payload<'a>>(json).map_err(|_| AuthError::Malformed)
+    }
+
+    fn get(&self, name: &str) -> Option<&Member<'a>> {
+        self.members.iter().find(|(n, _)| n.0 == name).map(|(_, m)| m)
+    }
+
+    fn string(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(Member::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn time(&self, name: &str) -> Option<f64> {
+        match self.get(name) {
+            Some(Member::Number(n)) => n.as_f64(),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PayloadVisitor;
+
+        impl<'de> Visitor<'de> for PayloadVisitor {
+            type Value = Payload<'de>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
-                let mut map = Map::new();
-                while let Some(name) = access.next_key::<String>()? {
-                    let value: Value = access.next_value()?;
-                    if map.insert(name, value).is_some() {
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Payload<'de>, A::Error> {
+                let mut members: Vec<(Name<'de>, Member<'de>)> = Vec::with_capacity(16);
+                while let Some(name) = access.next_key::<Name<'de>>()? {
+                    // A duplicated `iss` or `sub` would let two parsers read
+                    // different values.
+                    if members.iter().any(|(n, _)| n.0 == name.0) {
                         return Err(de::Error::custom("duplicated member"));
                     }
+                    let value = if READ_CLAIMS.contains(&name.0.as_ref()) {
+                        access.next_value::<Member<'de>>()?
+                    } else {
+                        access.next_value::<NullOrOther>()?.0
+                    };
+                    members.push((name, value));
                 }
-                Ok(UniqueObject(map))
+                Ok(Payload { members })
             }
         }
 
-        deserializer.deserialize_map(ObjectVisitor)
+        deserializer.deserialize_map(PayloadVisitor)
     }
 }
 
-/// Verifies the signature with the aws-lc-rs backend.
+impl<'de> Deserialize<'de> for Member<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+
+        impl<'de> Visitor<'de> for MemberVisitor {
+            type Value = Member<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Member<'de>, E> {
+                Ok(Member::Null)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Member<'de>, E> {
+                Ok(Member::Number(v.into()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Member<'de>, E> {
+                Ok(Member::Number(v.into()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Member<'de>, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(Member::Other, Member::Number))
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Member<'de>, E> {
+                Ok(Member::String(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Member<'de>, E> {
+                Ok(Member::String(std::borrow::Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Member<'de>, A::Error> {
+                let mut strings = Vec::new();
+                let mut only_strings = true;
+                while let Some(item) = seq.next_element::<Member<'de>>()? {
+                    match item {
+                        Member::String(s) if only_strings => strings.push(s),
+                        _ => only_strings = false,
+                    }
+                }
+                Ok(if only_strings { Member::Strings(strings) } else { Member::Other })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Member<'de>, A::Error> {
+                while access.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(Member::Other)
+            }
+        }
+
+        deserializer.deserialize_any(MemberVisitor)
+    }
+}
+
+/// A value skipped over, remembering only whether it was `null`.
+struct NullOrOther(Member<'static>);
+
+impl<'de> Deserialize<'de> for NullOrOther {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = NullOrOther;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Null))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<NullOrOther, E> {
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NullOrOther, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(NullOrOther(Member::Other))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<NullOrOther, A::Error> {
+                while access.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(NullOrOther(Member::Other))
+            }
+        }
+
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+/// Verifies the signature with aws-lc-rs: HMAC directly with the key
+/// prepared at load (compared in constant time by `hmac::verify`), public
+/// keys through jsonwebtoken's aws-lc-rs backend.
 fn verify_signature(
     alg: Algorithm,
-    key: &DecodingKey,
+    key: VerifyKey<'_>,
     signing_input: &[u8],
     signature: Vec<u8>,
 ) -> Result<(), AuthError> {
-    let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-    let verifier = (provider.verifier_factory)(&alg, key).map_err(|_| AuthError::InvalidSignature)?;
-    verifier.verify(signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
+    match key {
+        VerifyKey::Hmac(key) => {
+            aws_lc_rs::hmac::verify(key, signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
+        }
+        VerifyKey::Public(key) => {
+            let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+            let verifier =
+                (provider.verifier_factory)(&alg, &key).map_err(|_| AuthError::InvalidSignature)?;
+            verifier.verify(signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
+        }
+    }
 }
 
 /// Claim checks, in order: types, required claims, `exp`, `nbf`/`iat`,
 /// `iss`, `aud`.
-fn check_claims(
-    claims: &Map<String, Value>,
-    settings: &IssuerSettings,
-    now_unix: u64,
-) -> Result<(), AuthError> {
+fn check_claims(payload: &Payload<'_>, settings: &IssuerSettings, now_unix: u64) -> Result<(), AuthError> {
     for name in STRING_CLAIMS {
-        if claims.get(name).is_some_and(|value| !value.is_string()) {
+        if payload.get(name).is_some_and(|value| !matches!(value, Member::String(_))) {
             return Err(AuthError::InvalidClaims);
         }
     }
     for name in NUMERIC_CLAIMS {
-        if claims.get(name).is_some_and(|value| !value.is_number()) {
+        if payload.get(name).is_some_and(|value| !matches!(value, Member::Number(_))) {
             return Err(AuthError::InvalidClaims);
         }
     }
     for name in &settings.required_claims {
-        if claims.get(name).is_none_or(Value::is_null) {
+        if payload.get(name).is_none_or(|value| matches!(value, Member::Null)) {
             return Err(AuthError::MissingClaim(name.clone()));
         }
     }
@@ -286,37 +549,34 @@ fn check_claims(
     // fractional times are allowed by RFC 7519 (NumericDate).
     let now = now_unix as f64;
     let leeway = settings.leeway.as_secs_f64();
-    let time = |name: &str| claims.get(name).and_then(Value::as_f64);
-    if time("exp").is_some_and(|exp| now > exp + leeway) {
+    if payload.time("exp").is_some_and(|exp| now > exp + leeway) {
         return Err(AuthError::Expired);
     }
-    if time("nbf").is_some_and(|nbf| nbf > now + leeway) {
+    if payload.time("nbf").is_some_and(|nbf| nbf > now + leeway) {
         return Err(AuthError::NotYetValid);
     }
-    if time("iat").is_some_and(|iat| iat > now + leeway) {
+    if payload.time("iat").is_some_and(|iat| iat > now + leeway) {
         return Err(AuthError::NotYetValid);
     }
 
     if let Some(expected) = &settings.issuer
-        && claims.get("iss").and_then(Value::as_str) != Some(expected.as_str())
+        && payload.string("iss") != Some(expected.as_str())
     {
         return Err(AuthError::InvalidIssuer);
     }
 
-    if !settings.audience.is_empty() && !audience_matches(claims.get("aud"), &settings.audience) {
+    if !settings.audience.is_empty() && !audience_matches(payload.get("aud"), &settings.audience) {
         return Err(AuthError::InvalidAudience);
     }
     Ok(())
 }
 
 /// `aud` is a string or an array of strings holding one accepted audience.
-fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
+fn audience_matches(aud: Option<&Member<'_>>, accepted: &[String]) -> bool {
     let accepts = |aud: &str| accepted.iter().any(|a| a == aud);
     match aud {
-        Some(Value::String(aud)) => accepts(aud),
-        Some(Value::Array(items)) => {
-            items.iter().all(Value::is_string) && items.iter().filter_map(Value::as_str).any(accepts)
-        }
+        Some(Member::String(aud)) => accepts(aud),
+        Some(Member::Strings(items)) => items.iter().any(|aud| accepts(aud)),
         _ => false,
     }
 }

@@ -55,7 +55,7 @@ const MAX_KID_LEN: usize = 256;
 #[derive(Clone)]
 pub enum KeySet {
     /// HMAC shared secret (HS256/384/512 only).
-    Secret(Secret),
+    Secret(Box<HmacKeys>),
     /// One PEM public key (RSA → RS*/PS*, EC P-256/P-384 → ES256/ES384,
     /// Ed25519 → EdDSA). The token's `kid` is ignored.
     Pem(PemKey),
@@ -65,6 +65,41 @@ pub enum KeySet {
     /// Keys fetched from the issuer (JWKS URL or OIDC discovery) and
     /// refreshed in the background; RSA, EC and Ed25519 only.
     Remote(std::sync::Arc<super::remote::RemoteKeys>),
+}
+
+/// An HMAC shared secret, keyed once for each HS algorithm (the key
+/// schedule is not repeated for every token).
+#[derive(Clone)]
+pub struct HmacKeys {
+    secret: Secret,
+    hs256: aws_lc_rs::hmac::Key,
+    hs384: aws_lc_rs::hmac::Key,
+    hs512: aws_lc_rs::hmac::Key,
+}
+
+impl HmacKeys {
+    fn new(secret: Secret) -> Self {
+        let key = |alg| aws_lc_rs::hmac::Key::new(alg, secret.expose());
+        Self {
+            hs256: key(aws_lc_rs::hmac::HMAC_SHA256),
+            hs384: key(aws_lc_rs::hmac::HMAC_SHA384),
+            hs512: key(aws_lc_rs::hmac::HMAC_SHA512),
+            secret,
+        }
+    }
+
+    /// The shared secret (to mint development tokens).
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+/// The key that verifies one token.
+pub(super) enum VerifyKey<'a> {
+    /// An HMAC key, already keyed.
+    Hmac(&'a aws_lc_rs::hmac::Key),
+    /// A public key.
+    Public(Cow<'a, DecodingKey>),
 }
 
 /// One public key loaded from PEM, with the algorithms it verifies.
@@ -114,7 +149,7 @@ pub enum KeyError {
 impl KeySet {
     /// An HMAC shared secret (verifies HS256, HS384, HS512).
     pub fn from_secret(secret: Secret) -> Self {
-        Self::Secret(secret)
+        Self::Secret(Box::new(HmacKeys::new(secret)))
     }
 
     /// One PEM public key: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384,
@@ -225,34 +260,33 @@ impl KeySet {
     /// `alg` outside the key's family → [`AuthError::AlgorithmNotAllowed`];
     /// for a JWKS, no key with that `kid` (or no `kid` and more than one key)
     /// → [`AuthError::UnknownKid`].
-    pub(super) fn select(
-        &self,
-        alg: Algorithm,
-        kid: Option<&str>,
-    ) -> Result<Cow<'_, DecodingKey>, AuthError> {
+    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<VerifyKey<'_>, AuthError> {
         match self {
-            Self::Secret(secret) => {
-                if !HMAC_ALGORITHMS.contains(&alg) {
-                    return Err(AuthError::AlgorithmNotAllowed);
-                }
+            Self::Secret(keys) => {
                 // An empty secret cannot verify anything.
-                DecodingKey::from_secret(secret.expose())
-                    .map(Cow::Owned)
-                    .map_err(|_| AuthError::InvalidSignature)
+                if keys.secret.expose().is_empty() {
+                    return Err(AuthError::InvalidSignature);
+                }
+                match alg {
+                    Algorithm::HS256 => Ok(VerifyKey::Hmac(&keys.hs256)),
+                    Algorithm::HS384 => Ok(VerifyKey::Hmac(&keys.hs384)),
+                    Algorithm::HS512 => Ok(VerifyKey::Hmac(&keys.hs512)),
+                    _ => Err(AuthError::AlgorithmNotAllowed),
+                }
             }
             Self::Pem(pem) => {
                 if pem.algorithms.contains(&alg) {
-                    Ok(Cow::Borrowed(&pem.key))
+                    Ok(VerifyKey::Public(Cow::Borrowed(&pem.key)))
                 } else {
                     Err(AuthError::AlgorithmNotAllowed)
                 }
             }
-            Self::Jwks(jwks) => jwks.select(alg, kid).map(Cow::Borrowed),
+            Self::Jwks(jwks) => jwks.select(alg, kid).map(|k| VerifyKey::Public(Cow::Borrowed(k))),
             Self::Remote(remote) => {
                 if HMAC_ALGORITHMS.contains(&alg) {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
-                remote.select(alg, kid).map(Cow::Owned)
+                remote.select(alg, kid).map(|k| VerifyKey::Public(Cow::Owned(k)))
             }
         }
     }
