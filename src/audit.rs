@@ -34,7 +34,7 @@ pub struct Event<'a> {
     pub kind: &'static str,
     /// Client address (after trusted proxies).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
+    pub client: Option<std::net::IpAddr>,
     /// Verified `sub`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<&'a str>,

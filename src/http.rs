@@ -175,17 +175,29 @@ where
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
-            tracing::info!(
-                request_id = %request_id,
-                method = %parts.method,
-                path = %path,
-                status = e.status().as_u16(),
-                reason = e.reason(),
-                client = %audit.client.map(|c| c.to_string()).unwrap_or_default(),
-                user = audit.user.as_deref().unwrap_or(""),
-                channel = audit.channel.as_deref().unwrap_or(""),
-                "request refused"
-            );
+            // A policy decision is already one audit line (when the audit log
+            // is on); other refusals are logged here.
+            let logged = audit.recorded && rt.audit.enabled();
+            macro_rules! refused {
+                ($level:ident) => {
+                    tracing::$level!(
+                        request_id = %request_id,
+                        method = %parts.method,
+                        path = %path,
+                        status = e.status().as_u16(),
+                        reason = e.reason(),
+                        client = %audit.client.map(|c| c.to_string()).unwrap_or_default(),
+                        user = audit.user.as_deref().unwrap_or(""),
+                        channel = audit.channel.as_deref().unwrap_or(""),
+                        "request refused"
+                    )
+                };
+            }
+            if logged {
+                refused!(debug);
+            } else {
+                refused!(info);
+            }
             // Session, CSRF and rate-limit refusals are decisions too.
             if !audit.recorded
                 && (audit.channel.is_some() || endpoint == Some(Endpoint::User))

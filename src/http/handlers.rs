@@ -105,7 +105,7 @@ impl Audit {
                 event: "decision",
                 request_id: &self.request_id,
                 kind,
-                client: self.client.map(|c| c.to_string()),
+                client: self.client,
                 user: self.user.as_deref(),
                 channel,
                 rule,

@@ -63,10 +63,20 @@ impl TokenValue {
     /// Verified claims, read from their JSON text straight into CEL values
     /// (no intermediate JSON value). `None` if the text is not a JSON object.
     pub fn from_json_text(json: &str) -> Option<Self> {
-        match serde_json::from_str::<ValOf>(json).ok()?.0 {
-            Parsed::Map(map) => Some(Self(Repr::Map(map))),
-            Parsed::Other(_) => None,
-        }
+        Self::from_json_text_only(json, None)
+    }
+
+    /// Like [`TokenValue::from_json_text`], converting only the top-level
+    /// claims named in `keep` (all with `None`); the others are skipped
+    /// unread. With [`crate::policy::Policy::token_claims`] a session pays
+    /// for the claims its policy reads, not for every claim an identity
+    /// provider puts in its tokens.
+    pub fn from_json_text_only(json: &str, keep: Option<&[String]>) -> Option<Self> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let map = TopLevel { keep }.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(Self(Repr::Map(map)))
     }
 
     /// Any JSON value (tests and `explain` bind non-object tokens too).
@@ -184,6 +194,72 @@ impl<'de> serde::Deserialize<'de> for ValOf {
         }
 
         deserializer.deserialize_any(ValVisitor)
+    }
+}
+
+/// The claims object, keeping the members named in `keep`.
+struct TopLevel<'k> {
+    keep: Option<&'k [String]>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = CelMap<'static>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+        struct ClaimsVisitor<'k>(Option<&'k [String]>);
+
+        impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
+            type Value = CelMap<'static>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let capacity = self.0.map_or(16, <[String]>::len);
+                let mut map: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(capacity);
+                while let Some(KeyName(key)) = access.next_key::<KeyName<'de>>()? {
+                    if self.0.is_some_and(|keep| !keep.iter().any(|k| *k == *key)) {
+                        access.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    let value = access.next_value::<ValOf>()?;
+                    map.insert(CelMapKey::from(key.into_owned()), value.0.boxed());
+                }
+                Ok(CelMap::from(map))
+            }
+        }
+
+        deserializer.deserialize_map(ClaimsVisitor(self.keep))
+    }
+}
+
+/// A member name, borrowed from the text when it has no escapes.
+struct KeyName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for KeyName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = KeyName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 

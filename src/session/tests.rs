@@ -2,7 +2,7 @@
 //! `jsonwebtoken::encode` and the test-only keys of [`super::test_keys`];
 //! hostile tokens are assembled by hand.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -829,4 +829,24 @@ fn key_set_and_verifier_debug_show_no_key_material() {
         assert!(!shown.contains("SecretOrDer") && !shown.contains("Modulus"), "{shown}");
     }
     assert!(format!("{:?}", full_jwks()).contains("rsa-2"));
+}
+
+#[tokio::test]
+async fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({ "sub": "user-42", "exp": now + 600 });
+    let cases = [
+        (hmac_settings(), mint(Algorithm::HS256, &EncodingKey::from_secret(HMAC_SECRET).unwrap(), &claims), 2),
+        (settings(pem(RSA_PUBLIC_PEM), &[Algorithm::RS256]), mint(Algorithm::RS256, &rsa_key(), &claims), 1),
+    ];
+    for (settings, token, misses) in cases {
+        let auth = Authenticator::new(verifier(settings), CacheSettings::default(), |c: &Claims| {
+            c.sub().map(str::to_owned)
+        });
+        for _ in 0..4 {
+            let session = auth.authenticate(&token).await.unwrap();
+            assert_eq!(session.derived.as_deref(), Some("user-42"));
+        }
+        assert_eq!(auth.stats(), (4 - misses, misses), "{token:.20}");
+    }
 }
