@@ -836,7 +836,11 @@ async fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let claims = json!({ "sub": "user-42", "exp": now + 600 });
     let cases = [
-        (hmac_settings(), mint(Algorithm::HS256, &EncodingKey::from_secret(HMAC_SECRET).unwrap(), &claims), 2),
+        (
+            hmac_settings(),
+            mint(Algorithm::HS256, &EncodingKey::from_secret(HMAC_SECRET).unwrap(), &claims),
+            2,
+        ),
         (settings(pem(RSA_PUBLIC_PEM), &[Algorithm::RS256]), mint(Algorithm::RS256, &rsa_key(), &claims), 1),
     ];
     for (settings, token, misses) in cases {

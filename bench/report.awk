@@ -1,0 +1,65 @@
+# Turns bench/results/results.tsv into a Markdown table and the issue's
+# targets, each marked PASS or FAIL (or "not judged" with -v smoke=1).
+# Ratios compare servers measured in the same run.
+NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+{
+  s = $col["scenario"]; srv = $col["server"]
+  if (!(s in seen)) { seen[s] = 1; order[++n] = s }
+  key = s SUBSEP srv
+  have[key] = 1
+  rps[key] = $col["rps"]; p50[key] = $col["p50_us"]; p99[key] = $col["p99_us"]
+  cpu[key] = $col["cpu_us"]; util[key] = $col["cpu_util"]; rss[key] = $col["rss_kib"]
+  ready[key] = $col["ready_ms"]; serr[key] = $col["status_errors"]; kerr[key] = $col["socket_errors"]
+  reqs[key] = $col["requests"]; used[key] = $col["tokens_used"]; wraps[key] = $col["wraps"]
+  ver[key] = $col["verifications"]; check[key] = $col["check"]; wrkcpu[key] = $col["wrk_cpu_util"]; other[key] = $col["interference"]
+  servers[srv] = 1
+}
+function ratio(a, b) { return (b > 0 ? sprintf("%.2f", a / b) : "–") }
+function verdict(ok) { return smoke ? "not judged (smoke)" : (ok ? "PASS" : "FAIL") }
+# A verdict from runs during which other processes were busy is marked.
+function noted(v, a, b,    o) {
+  o = other[a] > other[b] ? other[a] : other[b]
+  return (o * 100 > maxint) ? v sprintf(" (disturbed: others used %d%% of the machine)", o * 100) : v
+}
+END {
+  print "| scenario | server | req/s | × ceiling | × node | p50 ms | p99 ms | CPU µs/req | ceiling's CPU/req ÷ this | server CPU use | peak RSS MiB | ready ms | non-2xx | verifications/req | wrk CPU use | others' CPU | answer check |"
+  print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+  split("ceiling channelgate node", names, " ")
+  for (i = 1; i <= n; i++) {
+    s = order[i]
+    for (j = 1; j <= 3; j++) {
+      srv = names[j]; key = s SUBSEP srv
+      if (!(key in have)) continue
+      c = s SUBSEP "ceiling"; nd = s SUBSEP "node"
+      v = (ver[key] != "" && reqs[key] > 0) ? sprintf("%.3f", ver[key] / reqs[key]) : "–"
+      w = (wraps[key] > 0 && srv == "channelgate") ? " (token pool wrapped)" : ""
+      printf "| %s | %s | %d | %s | %s | %.2f | %.2f | %.1f | %s | %d%% | %.1f | %.1f | %.1f%% | %s | %d%% | %d%% | %s%s |\n", \
+        s, srv, rps[key], (c in have) ? ratio(rps[key], rps[c]) : "–", (nd in have) ? ratio(rps[key], rps[nd]) : "–", \
+        p50[key] / 1000, p99[key] / 1000, cpu[key], (c in have) ? ratio(cpu[c], cpu[key]) : "–", util[key] * 100, \
+        rss[key] / 1024, ready[key], (reqs[key] > 0 ? 100 * serr[key] / reqs[key] : 0), v, wrkcpu[key] * 100, \
+        other[key] * 100, check[key], w
+    }
+  }
+  print ""
+  print "| target | measured | result |"
+  print "|---|---|---|"
+  for (i = 1; i <= n; i++) {
+    s = order[i]; g = s SUBSEP "channelgate"; c = s SUBSEP "ceiling"; nd = s SUBSEP "node"
+    if (!(g in have)) continue
+    min = (s == "hs256") ? 0.65 : ((s ~ /-page$/) ? 0.5 : 0)
+    if (min > 0 && (c in have))
+      printf "| %s: channelgate ≥ %.2f × ceiling | %.2f × (CPU per request: %.2f ×) | %s |\n", s, min, rps[g] / rps[c], cpu[c] / cpu[g], noted(verdict(rps[g] >= min * rps[c]), g, c)
+    if (nd in have)
+      printf "| %s: channelgate ≥ 6 × Node official SDK | %.1f × | %s |\n", s, (rps[nd] > 0 ? rps[g] / rps[nd] : 0), noted(verdict(rps[g] >= 6 * rps[nd]), g, nd)
+    if (c in have)
+      printf "| %s: channelgate p99 ≤ 1.5 × ceiling p99 | %.2f ms vs %.2f ms (%.2f ×) | %s |\n", s, p99[g] / 1000, p99[c] / 1000, \
+        (p99[c] > 0 ? p99[g] / p99[c] : 0), noted(verdict(p99[g] <= 1.5 * p99[c]), g, c)
+    printf "| %s: channelgate peak RSS ≤ 20 MiB | %.1f MiB | %s |\n", s, rss[g] / 1024, verdict(rss[g] <= 20 * 1024)
+    printf "| %s: channelgate ready ≤ 50 ms after start | %.1f ms | %s |\n", s, ready[g], verdict(ready[g] <= 50)
+    expected = (s == "deny10") ? 0.10 : 0
+    got = (reqs[g] > 0) ? serr[g] / reqs[g] : 0
+    printf "| %s: channelgate answers checked, %d%% refused as expected, no socket errors | %s, %.1f%% non-2xx, %d socket errors | %s |\n", \
+      s, expected * 100, check[g], 100 * got, kerr[g], \
+      (check[g] ~ /^ok/ && kerr[g] == 0 && got >= expected - 0.005 && got <= expected + 0.005) ? "PASS" : "FAIL"
+  }
+}
