@@ -66,26 +66,11 @@ pub struct Gateway {
     pub webhooks: Option<(WebhookSettings, HttpsClient)>,
 }
 
-/// What a session derives from its verified claims: the CEL value of the
-/// claims the policy reads, plus those the gateway reads itself (`sub` for
-/// audit and rate limits, `jti` and the session claim for revocations).
-fn claims_to_cel(
-    policy: &Policy,
-    session_claim: &str,
-) -> impl Fn(&Claims) -> TokenValue + Send + Sync + 'static {
-    let keep = policy.token_claims().map(|mut names| {
-        for own in ["sub", "jti", session_claim] {
-            if !names.iter().any(|n| n == own) {
-                names.push(own.to_owned());
-            }
-        }
-        names
-    });
-    move |claims: &Claims| {
-        // Verified claims are a JSON object: the fallback is never taken.
-        TokenValue::from_json_text_only(claims.json(), keep.as_deref())
-            .unwrap_or_else(|| TokenValue::from_claims(claims.as_map()))
-    }
+/// What a session derives from its verified claims: their CEL value,
+/// converted member by member as the policy reads them.
+fn claims_to_cel(claims: &Claims) -> TokenValue {
+    // Verified claims are a JSON object: the fallback is never taken.
+    TokenValue::from_json_text(claims.json()).unwrap_or_else(|| TokenValue::from_claims(claims.as_map()))
 }
 
 impl Gateway {
@@ -318,11 +303,7 @@ fn build(
         webhooks,
         mode: config.mode,
         signer: config.signer,
-        sessions: Authenticator::new(
-            Verifier::new(config.issuers),
-            config.token_cache,
-            claims_to_cel(&policy, &config.revocation.session_claim),
-        ),
+        sessions: Authenticator::new(Verifier::new(config.issuers), config.token_cache, claims_to_cel),
         token_sources: config.token_sources,
         policy,
         cors: config.cors,

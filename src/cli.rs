@@ -137,15 +137,41 @@ fn serve(path: &Path, format: LogFormat) -> ExitCode {
         Err(e) => return config_failed(&e),
     };
     // Policy expressions are bounded at load (policy::compile), and request
-    // threads get a generous stack for the CEL evaluator's recursion.
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
-            Ok(rt) => rt,
+    // threads get a generous stack for the CEL evaluator's recursion. With
+    // one CPU (a pinned sidecar, `cpus: 1`), a single-threaded runtime on such
+    // a thread does the same work without the work-stealing scheduler's
+    // bookkeeping and cross-thread wake-ups.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let runtime = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if one_cpu {
+        let thread = std::thread::Builder::new()
+            .name("channelgate".into())
+            .stack_size(8 << 20)
+            .spawn(move || serve_on(&runtime, app));
+        return match thread.map(std::thread::JoinHandle::join) {
+            Ok(Ok(code)) => code,
+            Ok(Err(_)) => ExitCode::FAILURE,
             Err(e) => {
-                eprintln!("error: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
+                eprintln!("error: cannot start the server thread: {e}");
+                ExitCode::FAILURE
             }
         };
+    }
+    serve_on(&runtime, app)
+}
+
+fn serve_on(runtime: &tokio::runtime::Runtime, app: App) -> ExitCode {
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(app.listen()).await {
             Ok(l) => l,

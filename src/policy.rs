@@ -118,40 +118,6 @@ impl Policy {
     pub fn max_member_bytes(&self) -> usize {
         self.max_member_bytes
     }
-
-    /// The top-level claims the policy's expressions read (`token.NAME`,
-    /// `token["NAME"]`), sorted; `None` when some expression may read any
-    /// claim. A session only converts these claims into CEL values.
-    pub fn token_claims(&self) -> Option<Vec<String>> {
-        let mut names = Vec::new();
-        for expr in self.expressions() {
-            names.extend(compile::token_claims(&expr.source)?);
-        }
-        names.sort();
-        names.dedup();
-        Some(names)
-    }
-
-    fn expressions(&self) -> impl Iterator<Item = &Expression> {
-        fn fields(f: &Option<Vec<(String, Expression)>>) -> impl Iterator<Item = &Expression> {
-            f.iter().flatten().map(|(_, e)| e)
-        }
-        let mut all: Vec<&Expression> = Vec::new();
-        for rule in &self.rules {
-            all.push(&rule.allow);
-            if let Some(p) = &rule.presence {
-                all.push(&p.user_id);
-                all.extend(fields(&p.user_info));
-            }
-        }
-        if let Some(u) = &self.user {
-            all.push(&u.id);
-            all.extend(&u.allow);
-            all.extend(fields(&u.user_info));
-            all.extend(&u.watchlist);
-        }
-        all.into_iter()
-    }
 }
 
 impl std::fmt::Debug for Policy {

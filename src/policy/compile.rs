@@ -310,64 +310,6 @@ fn macro_variables(source: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The top-level claims an expression reads from `token`, found in its
-/// source text: `token.NAME` (not followed by a call) and `token["NAME"]`.
-/// `None` when it may read others: `token` anywhere in another form (passed
-/// whole, indexed by a computed key, iterated, a method call on it, bound by
-/// a macro, inside a string or comment). Conservative by construction: a
-/// `None` only costs converting every claim.
-pub(super) fn token_claims(source: &str) -> Option<Vec<String>> {
-    let bytes = source.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let skip_space = |mut i: usize| {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    let mut names = Vec::new();
-    let mut from = 0;
-    while let Some(found) = source[from..].find("token") {
-        let start = from + found;
-        let end = start + "token".len();
-        from = end;
-        if (start > 0 && ident(bytes[start - 1])) || (end < bytes.len() && ident(bytes[end])) {
-            continue; // part of a longer identifier
-        }
-        let i = skip_space(end);
-        match bytes.get(i) {
-            Some(b'.') => {
-                let name_start = skip_space(i + 1);
-                let mut name_end = name_start;
-                while name_end < bytes.len() && ident(bytes[name_end]) {
-                    name_end += 1;
-                }
-                let starts_like_ident =
-                    bytes.get(name_start).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
-                if !starts_like_ident || bytes.get(skip_space(name_end)) == Some(&b'(') {
-                    return None;
-                }
-                names.push(source[name_start..name_end].to_owned());
-            }
-            Some(b'[') => {
-                let q = skip_space(i + 1);
-                let quote = *bytes.get(q)?;
-                if quote != b'"' && quote != b'\'' {
-                    return None;
-                }
-                let close = source[q + 1..].find(char::from(quote))? + q + 1;
-                let name = &source[q + 1..close];
-                if name.contains('\\') || bytes.get(skip_space(close + 1)) != Some(&b']') {
-                    return None;
-                }
-                names.push(name.to_owned());
-            }
-            _ => return None,
-        }
-    }
-    Some(names)
-}
-
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -302,8 +302,8 @@ fn scope<'a>(root: &'a cel::Context<'static, 'static>) -> cel::Context<'a, 'a> {
 }
 
 /// The variables of one evaluation, resolved when an expression reads
-/// them: `token` is borrowed from the session (nothing is copied), the
-/// strings borrow the request. Capture names never collide with the
+/// them: `token` and `token.NAME` are borrowed from the session (nothing is
+/// copied), the strings borrow the request. Capture names never collide with the
 /// globals (the compiler refuses such patterns).
 struct Vars<'r, 'a> {
     request: &'r Request<'a>,
@@ -315,6 +315,16 @@ impl VariableResolver for Vars<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "token" => Some(CowVal::Borrowed(self.request.token.as_val())),
+            // `token.NAME` is looked up as a qualified variable before
+            // `token`: answering it converts one claim, not the whole map.
+            // An absent claim falls through to `token` and its usual error.
+            qualified if qualified.starts_with("token.") => {
+                let name = &qualified["token.".len()..];
+                if name.contains('.') {
+                    return None;
+                }
+                self.request.token.member(name).map(CowVal::Borrowed)
+            }
             "socket_id" => Some(CowVal::owned(CelString::from(self.request.socket_id.as_str()))),
             "channel" => self.channel.map(|c| CowVal::owned(CelString::from(c))),
             "request" => {

@@ -291,57 +291,51 @@ fn oversized_and_deeply_nested_expressions_are_compile_errors() {
 }
 
 #[test]
-fn token_claims_are_found_conservatively() {
-    let claims = |s: &str| compile::token_claims(s);
-    let some = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>());
-    assert_eq!(claims("user == token.sub"), some(&["sub"]));
-    assert_eq!(claims("has(token.org) && token . org == org"), some(&["org", "org"]));
-    assert_eq!(claims("room in token.rooms && token['tier'] == \"gold\""), some(&["rooms", "tier"]));
-    assert_eq!(claims("token.groups.exists(g, g == team)"), some(&["groups"]));
-    assert_eq!(claims("mytoken == 1 || token_x == 2 || channel == 'x'"), some(&[]));
-    // Anything else may read any claim.
-    for whole in [
-        "size(token) > 2",
-        "token[channel] == true",
-        "token.exists(k, k == 'admin')",
-        "token.?sub.hasValue()",
-        "[1].exists(token, token > 0)",
-        "'the token' == channel",
-        "token[\"a\\\"b\"] == 1",
-        "token",
-    ] {
-        assert_eq!(claims(whole), None, "{whole}");
-    }
-}
-
-#[test]
-fn a_session_converts_only_the_claims_its_policy_reads() {
+fn lazy_session_claims_decide_as_the_whole_map_does() {
     let policy = compile(
         r#"
 rules:
+  - name: own
+    channel: private-user-{user}
+    allow: user == token.sub
   - name: rooms
     channel: presence-room-{room}
-    allow: room in token.rooms
-    presence: { user_id: token.sub, user_info: { name: token.name } }
+    allow: room in token.rooms && token.profile.tier == "gold"
+    presence: { user_id: token.sub, user_info: { name: token.name, missing: token.nope } }
   - name: org
     channel: private-org-{org}
-    allow: has(token.org) && token["org"] == org
+    allow: has(token.org) && token["org"] == org && size(token) > 2
+  - name: missing
+    channel: private-missing
+    allow: token.nope == 1
 "#,
     );
-    let keep = policy.token_claims().unwrap();
-    assert_eq!(keep, ["name", "org", "rooms", "sub"]);
-    let text = r#"{"sub":"u1","rooms":["7"],"name":"Ann","org":"acme","email":"a@x","roles":["r"]}"#;
-    let full = TokenValue::from_json_text(text).unwrap();
-    let only = TokenValue::from_json_text_only(text, Some(&keep)).unwrap();
-    assert_eq!(only.claim_str("email"), None, "unread claims are not converted");
+    let text = r#"{"sub":"u1","rooms":["7"],"name":"Ann","org":"acme","profile":{"tier":"gold"}}"#;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
     let socket = SocketId::parse("1234.5678").unwrap();
-    for channel in ["presence-room-7", "presence-room-8", "private-org-acme", "private-org-other"] {
+    for channel in [
+        "private-user-u1",
+        "private-user-u2",
+        "presence-room-7",
+        "presence-room-8",
+        "private-org-acme",
+        "private-org-other",
+        "private-missing",
+    ] {
         let channel = ChannelName::parse(channel).unwrap();
         let decide = |token: &TokenValue| {
             policy.authorize_channel(&Request { token, socket_id: &socket, origin: None }, &channel, None)
         };
-        assert_eq!(decide(&only), decide(&full), "{channel:?}");
+        let lazy = TokenValue::from_json_text(text).unwrap();
+        assert_eq!(decide(&lazy), decide(&TokenValue::from_claims(&map)), "{channel:?}");
     }
-    let whole = compile("rules:\n  - name: any\n    channel: private-x\n    allow: size(token) > 1\n");
-    assert_eq!(whole.token_claims(), None);
+    // The own-channel rule reads one claim: nothing else is converted.
+    let lazy = TokenValue::from_json_text(text).unwrap();
+    let channel = ChannelName::parse("private-user-u1").unwrap();
+    assert!(
+        policy
+            .authorize_channel(&Request { token: &lazy, socket_id: &socket, origin: None }, &channel, None)
+            .is_allow()
+    );
+    assert_eq!(lazy.converted(), (1, false));
 }

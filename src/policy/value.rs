@@ -43,14 +43,120 @@ pub fn object_to_cel(o: &serde_json::Map<String, serde_json::Value>) -> Value {
 /// the token cache); every evaluation borrows it, so binding `token` copies
 /// nothing, however many claims the token carries.
 ///
+/// A session's claims are converted lazily: the payload text is split into
+/// its members once, and a member becomes a CEL value the first time an
+/// expression reads `token.NAME` (the interpreter looks the qualified name
+/// up as a variable first). The whole map is built only when `token` itself
+/// is needed (`has(token.x)`, `token["x"]`, `size(token)`, ...). Either way
+/// a value is converted at most once per session.
+///
 /// `Debug` prints nothing of the claims.
 pub struct TokenValue(Repr);
 
 enum Repr {
+    /// Verified claims, converted on first use.
+    Lazy(LazyClaims),
     /// Claims (always an object in a verified token).
     Map(CelMap<'static>),
     /// Anything else (policy tests may bind any JSON value).
     Other(Box<dyn Val>),
+}
+
+/// A JSON object's text and where its members are.
+struct LazyClaims {
+    text: Box<str>,
+    members: Vec<LazyMember>,
+    whole: std::sync::OnceLock<CelMap<'static>>,
+}
+
+struct LazyMember {
+    name: MemberName,
+    /// The member's value, as JSON text in `text`.
+    raw: std::ops::Range<usize>,
+    val: std::sync::OnceLock<Box<dyn Val>>,
+}
+
+/// A member name: where it is in the text, or (when it has escapes) its
+/// decoded form.
+enum MemberName {
+    At(std::ops::Range<usize>),
+    Decoded(Box<str>),
+}
+
+impl LazyClaims {
+    fn parse(json: &str) -> Option<Self> {
+        let text: Box<str> = json.into();
+        let base = text.as_ptr() as usize;
+        let offset = |s: &str| s.as_ptr() as usize - base;
+        let raw: Vec<(KeyName<'_>, &serde_json::value::RawValue)> =
+            serde_json::from_str::<RawMembers<'_>>(&text).ok()?.0;
+        let members = raw
+            .into_iter()
+            .map(|(KeyName(name), value)| {
+                let name = match name {
+                    std::borrow::Cow::Borrowed(n) => MemberName::At(offset(n)..offset(n) + n.len()),
+                    std::borrow::Cow::Owned(n) => MemberName::Decoded(n.into_boxed_str()),
+                };
+                let at = offset(value.get());
+                LazyMember { name, raw: at..at + value.get().len(), val: std::sync::OnceLock::new() }
+            })
+            .collect();
+        Some(Self { text, members, whole: std::sync::OnceLock::new() })
+    }
+
+    /// The member `name`'s value (the last one, as in a JSON map, should a
+    /// name repeat: verified tokens never repeat one).
+    fn member(&self, name: &str) -> Option<&dyn Val> {
+        let member = self.members.iter().rev().find(|m| match &m.name {
+            MemberName::At(at) => &self.text[at.clone()] == name,
+            MemberName::Decoded(n) => &**n == name,
+        })?;
+        let val = member.val.get_or_init(|| {
+            serde_json::from_str::<ValOf>(&self.text[member.raw.clone()])
+                .map_or_else(|_| Box::new(CelNull) as Box<dyn Val>, |v| v.0.boxed())
+        });
+        Some(val.as_ref())
+    }
+
+    fn whole(&self) -> &CelMap<'static> {
+        // The text was split into members already: it is a JSON object.
+        self.whole.get_or_init(|| match serde_json::from_str::<ValOf>(&self.text) {
+            Ok(ValOf(Parsed::Map(map))) => map,
+            _ => CelMap::from(HashMap::new()),
+        })
+    }
+}
+
+/// A JSON object's members, borrowed from its text.
+struct RawMembers<'de>(Vec<(KeyName<'de>, &'de serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+            type Value = RawMembers<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<RawMembers<'de>, A::Error> {
+                let mut members = Vec::with_capacity(16);
+                while let Some(entry) =
+                    access.next_entry::<KeyName<'de>, &'de serde_json::value::RawValue>()?
+                {
+                    members.push(entry);
+                }
+                Ok(RawMembers(members))
+            }
+        }
+
+        deserializer.deserialize_map(MembersVisitor)
+    }
 }
 
 impl TokenValue {
@@ -63,20 +169,7 @@ impl TokenValue {
     /// Verified claims, read from their JSON text straight into CEL values
     /// (no intermediate JSON value). `None` if the text is not a JSON object.
     pub fn from_json_text(json: &str) -> Option<Self> {
-        Self::from_json_text_only(json, None)
-    }
-
-    /// Like [`TokenValue::from_json_text`], converting only the top-level
-    /// claims named in `keep` (all with `None`); the others are skipped
-    /// unread. With [`crate::policy::Policy::token_claims`] a session pays
-    /// for the claims its policy reads, not for every claim an identity
-    /// provider puts in its tokens.
-    pub fn from_json_text_only(json: &str, keep: Option<&[String]>) -> Option<Self> {
-        use serde::de::DeserializeSeed;
-        let mut de = serde_json::Deserializer::from_str(json);
-        let map = TopLevel { keep }.deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some(Self(Repr::Map(map)))
+        LazyClaims::parse(json).map(|lazy| Self(Repr::Lazy(lazy)))
     }
 
     /// Any JSON value (tests and `explain` bind non-object tokens too).
@@ -89,16 +182,41 @@ impl TokenValue {
 
     /// The claim `name` when it is a string (`sub`, `jti`, a session id).
     pub fn claim_str(&self, name: &str) -> Option<&str> {
-        let Repr::Map(map) = &self.0 else { return None };
-        // Claim sets are small: a scan costs less than hashing the name.
-        let (_, value) =
-            map.inner().iter().find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
-        <&str>::try_from(value.as_ref()).ok()
+        <&str>::try_from(self.member(name)?).ok()
+    }
+
+    /// The top-level claim `name`, converted on first use.
+    pub(crate) fn member(&self, name: &str) -> Option<&dyn Val> {
+        match &self.0 {
+            Repr::Lazy(lazy) => lazy.member(name),
+            Repr::Map(map) => {
+                // Claim sets are small: a scan costs less than hashing the name.
+                let (_, value) = map
+                    .inner()
+                    .iter()
+                    .find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
+                Some(value.as_ref())
+            }
+            Repr::Other(_) => None,
+        }
+    }
+
+    /// How much of a lazy value was converted: members, and whether the
+    /// whole map was built.
+    #[cfg(test)]
+    pub(crate) fn converted(&self) -> (usize, bool) {
+        match &self.0 {
+            Repr::Lazy(lazy) => {
+                (lazy.members.iter().filter(|m| m.val.get().is_some()).count(), lazy.whole.get().is_some())
+            }
+            _ => (0, true),
+        }
     }
 
     /// The value, for binding.
     pub(crate) fn as_val(&self) -> &dyn Val {
         match &self.0 {
+            Repr::Lazy(lazy) => lazy.whole(),
             Repr::Map(map) => map,
             Repr::Other(other) => other.as_ref(),
         }
@@ -194,45 +312,6 @@ impl<'de> serde::Deserialize<'de> for ValOf {
         }
 
         deserializer.deserialize_any(ValVisitor)
-    }
-}
-
-/// The claims object, keeping the members named in `keep`.
-struct TopLevel<'k> {
-    keep: Option<&'k [String]>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
-    type Value = CelMap<'static>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, Visitor};
-
-        struct ClaimsVisitor<'k>(Option<&'k [String]>);
-
-        impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
-            type Value = CelMap<'static>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let capacity = self.0.map_or(16, <[String]>::len);
-                let mut map: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(capacity);
-                while let Some(KeyName(key)) = access.next_key::<KeyName<'de>>()? {
-                    if self.0.is_some_and(|keep| !keep.iter().any(|k| *k == *key)) {
-                        access.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    let value = access.next_value::<ValOf>()?;
-                    map.insert(CelMapKey::from(key.into_owned()), value.0.boxed());
-                }
-                Ok(CelMap::from(map))
-            }
-        }
-
-        deserializer.deserialize_map(ClaimsVisitor(self.keep))
     }
 }
 
@@ -371,5 +450,21 @@ mod tests {
         assert!(!other.as_val().equals(from_map.as_val()));
         assert!(TokenValue::from_json_text("[1]").is_none());
         assert!(TokenValue::from_json_text("{").is_none());
+    }
+
+    #[test]
+    fn lazy_claims_convert_members_on_first_use() {
+        let text = r#"{"sub":"u1","na\u006de":"Ann","rooms":["1","2"],"n":7}"#;
+        let lazy = TokenValue::from_json_text(text).unwrap();
+        assert_eq!(lazy.converted(), (0, false));
+        assert_eq!(lazy.claim_str("sub"), Some("u1"));
+        assert_eq!(lazy.claim_str("name"), Some("Ann"), "escaped member names are decoded");
+        assert_eq!(lazy.claim_str("n"), None, "not a string");
+        assert!(lazy.member("missing").is_none());
+        assert_eq!(lazy.converted(), (3, false));
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+        assert!(lazy.as_val().equals(TokenValue::from_claims(&map).as_val()));
+        assert_eq!(lazy.converted(), (3, true));
+        assert!(TokenValue::from_json_text("[]").is_none());
     }
 }

@@ -196,8 +196,12 @@ impl<'a> ParsedToken<'a> {
         }
 
         let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::Malformed)?;
+        // JSON text is UTF-8; checked first because skipping a member's value
+        // (`IgnoredAny`) does not look inside its strings (fuzzer: a header
+        // with invalid UTF-8 in `typ` was accepted).
+        let header_json = std::str::from_utf8(&header_json).map_err(|_| AuthError::Malformed)?;
         let header: Header =
-            serde_json::from_slice::<HeaderResult>(&header_json).map_err(|_| AuthError::Malformed)?.0?;
+            serde_json::from_str::<HeaderResult>(header_json).map_err(|_| AuthError::Malformed)?.0?;
         let alg = header.alg;
         let kid = header.kid;
 

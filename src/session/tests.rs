@@ -854,3 +854,22 @@ async fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
         assert_eq!(auth.stats(), (4 - misses, misses), "{token:.20}");
     }
 }
+
+#[test]
+fn invalid_utf8_anywhere_in_a_correctly_signed_token_is_malformed() {
+    use hmac::Mac as _;
+    let sign = |header: &[u8], payload: &[u8]| {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HMAC_SECRET).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    };
+    let payload = serde_json::to_vec(&base_claims()).unwrap();
+    // In a member the parser skips (`typ`), and in a claim.
+    let header = [&br#"{"alg":"HS256","typ":""#[..], &[0xfb, 0xfb], br#""}"#].concat();
+    let bad_claim = [&br#"{"sub":"user-42","exp":1700000600,"x":""#[..], &[0xfb], br#""}"#].concat();
+    let v = hmac_verifier(|_| {});
+    assert_eq!(v.verify_at(&sign(&header, &payload), NOW).unwrap_err(), AuthError::Malformed);
+    assert_eq!(v.verify_at(&sign(br#"{"alg":"HS256"}"#, &bad_claim), NOW).unwrap_err(), AuthError::Malformed);
+    assert!(v.verify_at(&sign(br#"{"alg":"HS256","typ":"JWT"}"#, &payload), NOW).is_ok());
+}

@@ -96,14 +96,27 @@ async fn policy_change_on_disk_is_picked_up_and_a_broken_one_is_refused() {
 
 #[tokio::test]
 async fn sighup_reloads_the_binary() {
+    sighup_reloads(false).await;
+}
+
+/// With one CPU (here: pinned with taskset) `serve` runs a single-threaded
+/// runtime: the same serving, reload and graceful exit.
+#[tokio::test]
+async fn sighup_reloads_the_binary_on_one_cpu() {
+    sighup_reloads(true).await;
+}
+
+async fn sighup_reloads(one_cpu: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &Setup::default());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_channelgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut command = if one_cpu {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", env!("CARGO_BIN_EXE_channelgate")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_channelgate"))
+    };
+    let mut child = command.args(["serve", "--config"]).arg(&config).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id().to_string();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
     let addr = loop {
