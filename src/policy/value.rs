@@ -107,6 +107,15 @@ impl LazyClaims {
     /// The member `name`'s value (the last one, as in a JSON map, should a
     /// name repeat: verified tokens never repeat one).
     fn member(&self, name: &str) -> Option<&dyn Val> {
+        // Once the whole map exists (`has(token.x)` builds it), members are
+        // read from it rather than converted a second time.
+        if let Some(whole) = self.whole.get() {
+            let (_, value) = whole
+                .inner()
+                .iter()
+                .find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
+            return Some(value.as_ref());
+        }
         let member = self.members.iter().rev().find(|m| match &m.name {
             MemberName::At(at) => &self.text[at.clone()] == name,
             MemberName::Decoded(n) => &**n == name,
@@ -464,6 +473,10 @@ mod tests {
         assert_eq!(lazy.converted(), (3, false));
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
         assert!(lazy.as_val().equals(TokenValue::from_claims(&map).as_val()));
+        assert_eq!(lazy.converted(), (3, true));
+        // Read from the whole map from now on: no member is converted again.
+        assert_eq!(lazy.claim_str("name"), Some("Ann"));
+        assert!(lazy.member("rooms").is_some());
         assert_eq!(lazy.converted(), (3, true));
         assert!(TokenValue::from_json_text("[]").is_none());
     }
