@@ -87,8 +87,10 @@ fn verifier(alg: Algorithm) -> Verifier {
     }])
 }
 
+/// What the gateway derives from verified claims (`app::claims_to_cel`):
+/// the payload split into members, converted when a policy reads them.
 fn to_cel(claims: &Claims) -> TokenValue {
-    TokenValue::from_claims(claims.as_map())
+    TokenValue::from_json_text(claims.json()).unwrap()
 }
 
 fn repo(path: &str) -> PathBuf {
