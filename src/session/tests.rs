@@ -873,3 +873,17 @@ fn invalid_utf8_anywhere_in_a_correctly_signed_token_is_malformed() {
     assert_eq!(v.verify_at(&sign(br#"{"alg":"HS256"}"#, &bad_claim), NOW).unwrap_err(), AuthError::Malformed);
     assert!(v.verify_at(&sign(br#"{"alg":"HS256","typ":"JWT"}"#, &payload), NOW).is_ok());
 }
+
+#[test]
+fn a_required_claim_written_as_null_with_spaces_is_missing() {
+    use hmac::Mac as _;
+    let payload = format!(r#"{{ "sub" : "user-42" , "exp" : {} , "tenant" :  null }}"#, NOW + 600);
+    let input = format!("{}.{}", b64(br#"{"alg":"HS256"}"#), b64(payload.as_bytes()));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HMAC_SECRET).unwrap();
+    mac.update(input.as_bytes());
+    let token = format!("{input}.{}", b64(&mac.finalize().into_bytes()));
+    let v = hmac_verifier(|s| s.required_claims.push("tenant".into()));
+    assert_eq!(v.verify_at(&token, NOW), Err(AuthError::MissingClaim("tenant".into())));
+    let v = hmac_verifier(|_| {});
+    assert!(v.verify_at(&token, NOW).is_ok());
+}
