@@ -212,9 +212,16 @@ fn serve_on(runtime: &tokio::runtime::Runtime, app: App) -> ExitCode {
             gw.http.user_auth_path
         );
         drop(gw);
-        app.run(listener, admin, shutdown_signal()).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        match app.run(listener, admin, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
     })
 }
 

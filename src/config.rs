@@ -246,14 +246,19 @@ pub struct HttpSettings {
     pub user_auth_path: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers; for a new connection,
+    /// counted from accept (TCP, TLS handshake, HTTP/2 preface and settings)
+    /// to the first complete request head.
     pub header_read_timeout: Duration,
-    /// Time allowed for a whole request (body read and answer).
+    /// Time allowed to receive a request's body.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6
+    /// client's /64), trusted proxies exempt; 0: no per-address cap.
+    pub max_connections_per_ip: usize,
     /// Most channels in one batch request.
     pub max_batch_channels: usize,
     /// Largest request head (request line and headers), in bytes.
@@ -275,6 +280,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,
+            max_connections_per_ip: 256,
             max_batch_channels: 50,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),

@@ -319,6 +319,8 @@ pub(crate) struct Http {
     #[serde(default)]
     pub(crate) max_connections: Option<usize>,
     #[serde(default)]
+    pub(crate) max_connections_per_ip: Option<usize>,
+    #[serde(default)]
     pub(crate) max_batch_channels: Option<usize>,
     #[serde(default)]
     pub(crate) max_header_bytes: Option<usize>,

@@ -296,6 +296,9 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         if let Some(n) = h.max_connections {
             http.max_connections = n.max(1);
         }
+        if let Some(n) = h.max_connections_per_ip {
+            http.max_connections_per_ip = n;
+        }
         http.header_read_timeout =
             cx.duration("http.header_read_timeout", &h.header_read_timeout, http.header_read_timeout);
         http.request_timeout = cx.duration("http.request_timeout", &h.request_timeout, http.request_timeout);
@@ -540,12 +543,12 @@ fn validate_issuers(
         }
         let mut algorithms = Vec::new();
         for a in &raw.algorithms {
-            match jsonwebtoken::Algorithm::from_str(&a.value) {
-                Ok(alg) => algorithms.push(alg),
-                Err(_) => cx.hint(
+            match crate::session::parse_algorithm(&a.value) {
+                Some(alg) => algorithms.push(alg),
+                None => cx.hint(
                     a,
                     format!("{label}.algorithms: `{}` is not supported", a.value),
-                    "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+                    "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA or Ed25519",
                 ),
             }
         }
@@ -629,7 +632,7 @@ fn validate_issuers(
                 cx.hint(
                     a,
                     format!("{label}.algorithms: `{}` cannot be verified with the configured key", a.value),
-                    "HS* needs `secret`; RS*/PS* an RSA key; ES256/ES384 an EC key; EdDSA an Ed25519 key",
+                    "HS* needs `secret`; RS*/PS* an RSA key; ES256/ES384 an EC key; EdDSA/Ed25519 an Ed25519 key",
                 );
             }
         }
@@ -711,7 +714,7 @@ fn remote_keys(
             return None;
         };
         match url::Url::parse(issuer) {
-            Ok(url) if fetchable(&url) => KeySource::Discovery(url),
+            Ok(url) if fetchable(&url) => KeySource::Discovery { issuer: issuer.to_owned(), url },
             _ => {
                 cx.hint(
                     jwt,

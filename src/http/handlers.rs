@@ -161,7 +161,7 @@ pub async fn channel_auth(
 ) -> Result<String, ApiError> {
     let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
     let single = fields.one("channel_name")?;
-    let batch = fields.batch_channels()?;
+    let batch = fields.batch_channels(gw.http.max_batch_channels)?;
     match (single, batch.is_empty()) {
         (Some(name), true) => {
             let channel = parse_channel(name)?;
@@ -171,12 +171,6 @@ pub async fn channel_auth(
             decide(rt, gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
         }
         (None, false) => {
-            if batch.len() > gw.http.max_batch_channels {
-                return Err(ApiError::bad_request(
-                    "batch_too_large",
-                    format!("at most {} channels per batch", gw.http.max_batch_channels),
-                ));
-            }
             audit.channel = Some(batch.join(","));
             let session = session(rt, gw, parts, fields, audit).await?;
             let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };

@@ -287,3 +287,25 @@ fn a_secret_written_inline_as_a_string_is_not_echoed() {
     assert!(err.contains("a bare string is not read as a secret"), "{err}");
     assert!(!err.contains("plain-text-secret-9c1d") && !out.contains("plain-text-secret-9c1d"), "{err}");
 }
+
+#[test]
+fn ed25519_is_accepted_as_an_algorithm_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    std::fs::write(dir.path().join("ed.pem"), key.public_key_pem()).unwrap();
+    let with = |algorithms: &str| {
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("algorithms: [HS256]", &format!("algorithms: [{algorithms}]"))
+            .replace("secret: { file: jwt.secret }", "public_key: { file: ed.pem }");
+        std::fs::write(&config, text).unwrap();
+        run(bin().arg("check").arg("--config").arg(&config))
+    };
+    let (code, out, err) = with("Ed25519");
+    assert_eq!(code, 0, "{out}{err}");
+    write_config(dir.path(), &Setup::default());
+    let (code, _, err) = with("Ed448");
+    assert_eq!(code, 78);
+    assert!(err.contains("`Ed448` is not supported") && err.contains("Ed25519"), "{err}");
+}

@@ -21,6 +21,9 @@ mod cors;
 mod hardening;
 /// The endpoints: allowed, denied and every 4xx row of DESIGN §1.
 mod http_api;
+/// A real HTTPS issuer (discovery + JWKS) that goes down, comes back,
+/// rotates keys, answers slowly or hugely.
+mod issuer;
 /// Remote keys (JWKS over HTTPS, OIDC discovery), the token cache, rotation.
 mod jwks;
 /// Debug and trace logs of the real binary hold no secret and no token.
