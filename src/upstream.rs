@@ -206,3 +206,76 @@ impl PusherApi {
         send(&self.client, method, &url, &headers, body, self.timeout, self.retries).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback server that reads each request whole, counts it, then
+    /// either answers `answer` or (when `None`) drops the connection.
+    async fn server(answer: Option<&'static str>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/apps/1/events", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    // Head, then the 2-byte body `{}`.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"{}") {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if let Some(answer) = answer {
+                        let _ = tcp.write_all(answer.as_bytes()).await;
+                    }
+                    // Dropped: the connection closes (without an answer when `None`).
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_reached_the_server_is_never_sent_twice() {
+        let client = https_client(&[]).unwrap();
+        let body = Bytes::from_static(b"{}");
+        // The connection drops after the whole request arrived: maybe delivered.
+        let (url, count) = server(None).await;
+        let r = post(&client, &url, &[], body.clone(), Duration::from_secs(5), 2).await;
+        assert!(matches!(r, Err(UpstreamError::Unreachable(_))), "{r:?}");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "the request was sent again");
+        // A 503 answer is an answer: passed back, not retried.
+        let (url, count) = server(Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
+        let r = post(&client, &url, &[], body.clone(), Duration::from_secs(5), 2).await;
+        assert_eq!(r.map(|a| a.status.as_u16()).ok(), Some(503));
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried() {
+        let client = https_client(&[]).unwrap();
+        // A port nobody listens on: every attempt is refused before sending.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}/apps/1/events");
+        let started = std::time::Instant::now();
+        let r = post(&client, &url, &[], Bytes::from_static(b"{}"), Duration::from_secs(5), 2).await;
+        assert!(matches!(r, Err(UpstreamError::Unreachable(_))), "{r:?}");
+        // Two retries wait 100 ms and 200 ms before their attempts.
+        assert!(started.elapsed() >= Duration::from_millis(300), "not retried: {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let _ = post(&client, &url, &[], Bytes::from_static(b"{}"), Duration::from_secs(5), 0).await;
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+}
