@@ -254,7 +254,8 @@ mod tests {
         assert!(matches!(r, Err(UpstreamError::Unreachable(_))), "{r:?}");
         assert_eq!(count.load(Ordering::SeqCst), 1, "the request was sent again");
         // A 503 answer is an answer: passed back, not retried.
-        let (url, count) = server(Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
+        let (url, count) =
+            server(Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
         let r = post(&client, &url, &[], body.clone(), Duration::from_secs(5), 2).await;
         assert_eq!(r.map(|a| a.status.as_u16()).ok(), Some(503));
         assert_eq!(count.load(Ordering::SeqCst), 1);

@@ -287,3 +287,43 @@ fn a_secret_written_inline_as_a_string_is_not_echoed() {
     assert!(err.contains("a bare string is not read as a secret"), "{err}");
     assert!(!err.contains("plain-text-secret-9c1d") && !out.contains("plain-text-secret-9c1d"), "{err}");
 }
+
+#[test]
+fn publish_client_and_webhook_signing_mistakes_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "admin:\n  listen: 127.0.0.1:0\npublish:\n  clients:\n    - key: same-as-real\n      secret: { file: jwt.secret }\n      encryption_master_key: { file: master.key }\n    - key: bad-id\n      secret: { file: jwt.secret }\n      app_id: \"12/3\"\n    - key: bad-id\n      secret: { file: jwt.secret }\nwebhooks:\n  forward_to: http://127.0.0.1:9/hooks\n  sign_with: nobody\n";
+    write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
+    let path = dir.path().join("channelgate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  secret: { file: pusher.secret }\n",
+        "  secret: { file: pusher.secret }\n  api_url: http://127.0.0.1:9\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    for needle in [
+        "publish client encryption_master_key is the real pusher.encryption_master_key",
+        "publish client app_id `12/3` must be 1 to 64 letters, digits",
+        "publish client key `bad-id` is listed twice",
+        "webhooks.sign_with `nobody` is not a publish client key",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    assert!(!err.contains(MASTER_KEY_B64), "an error echoed the master key: {err}");
+
+    // A local master key needs the real one to re-seal with.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path().join("local.master"), "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=").unwrap();
+    let extra = "admin:\n  listen: 127.0.0.1:0\npublish:\n  clients:\n    - key: sdk\n      secret: { file: jwt.secret }\n      encryption_master_key: { file: local.master }\n";
+    write_config(dir.path(), &Setup { extra_config: extra.into(), master_key: false, ..Setup::default() });
+    let path = dir.path().join("channelgate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  secret: { file: pusher.secret }\n",
+        "  secret: { file: pusher.secret }\n  api_url: http://127.0.0.1:9\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("a local encryption_master_key needs pusher.encryption_master_key"), "{err}");
+}
