@@ -41,6 +41,7 @@ fn example_policies_pass_their_tests() {
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 3, "expected at least three example policy sets, found {dirs:?}");
+    dirs.push(root().join("examples/laravel-echo/policies"));
     let mut cmd = bin();
     cmd.arg("test").args(&dirs);
     let (code, out, err) = run(&mut cmd);
