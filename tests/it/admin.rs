@@ -641,6 +641,10 @@ fn rest_audit(gw: &Admin) -> Vec<Value> {
         .collect()
 }
 
+/// Query parameters of a call, and a (key, secret) credential.
+type Params = Vec<(&'static str, &'static str)>;
+type Credential = (&'static str, &'static str);
+
 fn real_lookup(k: &str) -> Option<Secret> {
     (k == APP_KEY).then(|| Secret::new(APP_SECRET))
 }
@@ -656,7 +660,8 @@ async fn publish_proxy_serves_every_rest_endpoint_the_sdks_call() {
     //  path forwarded, parameters forwarded)
     let sdk = (SDK_KEY, SDK_SECRET);
     let local = (LOCAL_KEY, LOCAL_SECRET);
-    let calls: Vec<(&str, &str, Vec<(&str, &str)>, &str, (&str, &str), bool, &str, &str)> = vec![
+    #[expect(clippy::type_complexity, reason = "a table of cases, read row by row")]
+    let calls: Vec<(&str, &str, Params, &str, Credential, bool, &str, &str)> = vec![
         (
             "GET",
             "/apps/1001/channels",
@@ -768,7 +773,7 @@ async fn publish_proxy_serves_every_rest_endpoint_the_sdks_call() {
     let before = api.received().len();
     let real = (APP_KEY, APP_SECRET);
     let ev = r#"{"name":"e","data":"x","channels":["c"]}"#;
-    let refusals: Vec<(&str, &str, Vec<(&str, &str)>, &str, (&str, &str), u16, &str)> = vec![
+    let refusals: Vec<(&str, &str, Params, &str, Credential, u16, &str)> = vec![
         ("GET", "/apps/1001/channels", vec![], "", sdk, 403, "app_id_mismatch"),
         ("POST", "/apps/424242/events", vec![], ev, local, 403, "app_id_mismatch"),
         ("GET", "/apps/1001/channels", vec![], "", real, 401, "unknown_key"),

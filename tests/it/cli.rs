@@ -334,7 +334,9 @@ fn publish_client_and_webhook_signing_mistakes_are_config_errors() {
 #[test]
 fn readme_shows_the_server_sdk_examples_that_the_e2e_suite_runs() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    for (file, lang) in [("examples/server-sdk/publish.js", "js"), ("examples/server-sdk/publish.py", "python")] {
+    for (file, lang) in
+        [("examples/server-sdk/publish.js", "js"), ("examples/server-sdk/publish.py", "python")]
+    {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         let block = format!("```{lang}\n{text}```\n");
         assert!(readme.contains(&block), "README.md does not show {file} as it is");
@@ -342,6 +344,9 @@ fn readme_shows_the_server_sdk_examples_that_the_e2e_suite_runs() {
     let laravel = std::fs::read_to_string(root().join("examples/laravel-echo/README.md")).unwrap();
     let policy = std::fs::read_to_string(root().join("examples/laravel-echo/policies/laravel.yaml")).unwrap();
     for line in ["channel: presence-chat.{room:[0-9]+}", "user_info: { id: token.sub, name: token.name }"] {
-        assert!(laravel.contains(line) && policy.contains(line), "the Laravel example and its policy differ on `{line}`");
+        assert!(
+            laravel.contains(line) && policy.contains(line),
+            "the Laravel example and its policy differ on `{line}`"
+        );
     }
 }
