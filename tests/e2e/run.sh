@@ -220,7 +220,7 @@ if wants sdk; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv
   fi
-  if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
+  if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" || ! "$venv/bin/python" -c 'import pusher' >/dev/null 2>&1; then
     echo "== python3 -m venv tests/e2e/.venv; pip install -r requirements.txt"
     rm -rf "$venv"
     { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" \
