@@ -198,13 +198,13 @@ where
     let body = match read_body(body, crate::publish::MAX_BODY).await {
         Ok(b) => b,
         Err(resp) => {
-            let outcome = RestOutcome {
-                endpoint,
-                key: None,
-                forwarded: false,
-                reason: "invalid_body",
-                upstream_status: None,
+            let reason = if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "request_timeout"
             };
+            let outcome =
+                RestOutcome { endpoint, key: None, forwarded: false, reason, upstream_status: None };
             return (resp, outcome);
         }
     };

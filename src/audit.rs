@@ -95,9 +95,11 @@ pub struct RestEvent<'a> {
     /// `events`, `batch_events`, `channels`, `channel`, `channel_users`,
     /// `terminate_user_connections`, or `unknown`.
     pub endpoint: &'static str,
-    /// `forward` or `refuse`.
+    /// `forward` (sent to the Pusher API, or attempted: see `reason`) or
+    /// `refuse` (answered by channelgate, nothing sent).
     pub decision: &'static str,
-    /// Reason code (empty when forwarded).
+    /// Reason code: empty when forwarded and answered; the refusal's, or
+    /// `upstream_timeout` / `upstream_unreachable`.
     pub reason: &'a str,
     /// The status answered to the SDK.
     pub status: u16,
