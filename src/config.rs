@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::pusher::Signer;
+use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
 use crate::session::{IssuerSettings, TokenSource};
 use crate::yaml::SourceError;
@@ -125,14 +125,30 @@ pub struct RevocationSettings {
     pub session_claim: String,
 }
 
+/// One local credential of the publish proxy (`publish.clients[]`).
+#[derive(Debug, Clone)]
+pub struct PublishClient {
+    /// The local `auth_key` the app's server SDK signs with.
+    pub key: String,
+    /// The local secret.
+    pub secret: Secret,
+    /// The app id the SDK puts in its paths (`/apps/{id}/…`); `None`: the
+    /// real `pusher.app_id`. Requests are forwarded to the real app either way.
+    pub app_id: Option<String>,
+    /// The local master key the SDK seals `private-encrypted-*` payloads
+    /// with; channelgate opens them with it and re-seals with the real one.
+    pub master_key: Option<MasterKey>,
+}
+
 /// Publish proxy settings.
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
-    /// Local credentials an app's server SDK signs with (`key` → secret).
-    pub clients: Vec<(String, Secret)>,
+    /// Local credentials an app's server SDK signs with.
+    pub clients: Vec<PublishClient>,
     /// Upstream timeout per attempt.
     pub timeout: Duration,
-    /// Retries on connection failures and 503.
+    /// Retries when the Pusher API cannot be connected to (never once a
+    /// request may have reached it).
     pub retries: u32,
     /// Largest `data` of one event, in bytes.
     pub max_payload_bytes: usize,
@@ -149,6 +165,9 @@ pub struct WebhookSettings {
     pub max_age: Duration,
     /// Forwarding timeout.
     pub timeout: Duration,
+    /// The publish client whose key and secret re-sign forwarded webhooks
+    /// (`webhooks.sign_with`); `None` forwards the server's own headers.
+    pub sign_with: Option<(String, Secret)>,
 }
 
 /// Destination of audit events.
