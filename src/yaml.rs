@@ -30,6 +30,8 @@ pub struct SourceError {
     pub message: String,
     /// How to fix it, when we can tell.
     pub hint: Option<String>,
+    /// The offending text with a caret under the error, on lines of its own.
+    pub snippet: Option<String>,
 }
 
 impl SourceError {
@@ -37,7 +39,20 @@ impl SourceError {
     pub fn new(file: &Path, line: u64, column: u64, message: impl Into<String>) -> Self {
         let message = message.into();
         let hint = hint_for(&message);
-        Self { file: file.to_owned(), line, column, message, hint }
+        Self { file: file.to_owned(), line, column, message, hint, snippet: None }
+    }
+
+    /// Adds the offending line of text (one line) with a caret under the
+    /// 1-based `column` of it.
+    #[must_use]
+    pub fn with_caret(mut self, text_line: &str, column: usize) -> Self {
+        let pad: String = text_line
+            .chars()
+            .take(column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        self.snippet = Some(format!("    {text_line}\n    {pad}^"));
+        self
     }
 
     /// Adds a hint.
@@ -58,6 +73,9 @@ impl fmt::Display for SourceError {
             }
         }
         write!(f, ": {}", self.message)?;
+        if let Some(snippet) = &self.snippet {
+            write!(f, "\n{snippet}")?;
+        }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
