@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub use eval::{Decision, DenyReason, Request, ShadowResult, Trace, TraceStep};
 pub use value::TokenValue;
 
+pub(crate) use compile::is_policy_file;
+
 use self::pattern::Pattern;
 
 /// Default cap on a presence `channel_data` string, in bytes (Pusher's own
