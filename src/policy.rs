@@ -122,6 +122,12 @@ impl Policy {
     }
 }
 
+/// The keys a policy file accepts (for the configuration reference test).
+#[cfg(test)]
+pub(crate) fn file_schema() -> Vec<crate::yaml::schema::Entry> {
+    crate::yaml::schema::entries::<raw::PolicyFile>()
+}
+
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
