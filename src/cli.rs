@@ -349,11 +349,14 @@ fn check(path: &Path, fetch: bool) -> ExitCode {
     let fetch_failures = if fetch { fetch_keys(&gw) } else { 0 };
     let warnings = issuer_warnings.len() + findings.len();
     if warnings > 0 || fetch_failures > 0 {
-        eprintln!(
-            "{warnings} warning(s){} in {}",
-            if fetch_failures > 0 { format!(", {fetch_failures} failed fetch(es)") } else { String::new() },
-            path.display()
-        );
+        let mut what = Vec::new();
+        if warnings > 0 {
+            what.push(format!("{warnings} warning(s)"));
+        }
+        if fetch_failures > 0 {
+            what.push(format!("{fetch_failures} failed fetch(es)"));
+        }
+        eprintln!("{} in {}", what.join(" and "), path.display());
         return ExitCode::FAILURE;
     }
     println!(
