@@ -355,7 +355,8 @@ fn placement_hint(schema: &[schema::Entry], key: &str, expected: &[&str]) -> Opt
 /// A hint for common serde messages: the closest expected field for an
 /// unknown one.
 fn hint_for(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
+    let rest =
+        message.split("unknown field `").nth(1).or_else(|| message.split("unknown variant `").nth(1))?;
     let (unknown, rest) = rest.split_once('`')?;
     let list = rest.split("expected one of ").nth(1).or_else(|| rest.split("expected ").nth(1))?;
     let best = list
@@ -492,6 +493,28 @@ mod tests {
             let line = text.lines().position(|l| l.starts_with('\t')).unwrap() + 1;
             assert!(hint.starts_with(&format!("line {line} ")), "{errs:?}");
         }
+    }
+
+    #[test]
+    fn a_misspelt_choice_gets_a_did_you_mean() {
+        let errs = from_str::<WithChoice>(Path::new("f.yaml"), "to: stdot\n").unwrap_err();
+        assert!(errs[0].message.contains("unknown variant `stdot`"), "{errs:?}");
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `stdout`?"), "{errs:?}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithChoice {
+        to: Choice,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Choice {
+        Stdout,
+        Stderr,
     }
 
     #[test]
