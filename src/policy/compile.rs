@@ -354,11 +354,24 @@ fn is_operator(name: &str) -> bool {
 /// The crate answers only through `add_function`, which refuses a name the
 /// standard library declares; the probe context is never evaluated.
 pub(crate) fn is_function(name: &str) -> bool {
+    /// A probe that accepted this many unknown names (each one added to it)
+    /// is replaced, so probing never grows memory without bound.
+    const MAX_ADDED: usize = 1024;
     thread_local! {
-        static PROBE: std::cell::RefCell<cel::Context<'static, 'static>> =
-            std::cell::RefCell::new(cel::Context::default());
+        static PROBE: std::cell::RefCell<(cel::Context<'static, 'static>, usize)> =
+            std::cell::RefCell::new((cel::Context::default(), 0));
     }
-    PROBE.with(|probe| probe.borrow_mut().add_function(name, || false).is_err())
+    PROBE.with(|probe| {
+        let mut probe = probe.borrow_mut();
+        if probe.1 >= MAX_ADDED {
+            *probe = (cel::Context::default(), 0);
+        }
+        let known = probe.0.add_function(name, || false).is_err();
+        if !known {
+            probe.1 += 1;
+        }
+        known
+    })
 }
 
 /// The standard functions, for suggestions (a test checks each is real).
@@ -459,6 +472,9 @@ fn without_strings(source: &str) -> String {
 /// Where `name` is used as a variable (not after a `.`) or called as a
 /// function: 1-based line and column, outside string literals.
 fn find_name(source: &str, name: &str, call: bool) -> Option<(usize, usize)> {
+    if name.is_empty() {
+        return None;
+    }
     let code = without_strings(source);
     for (l, line) in code.lines().enumerate() {
         let bytes = line.as_bytes();

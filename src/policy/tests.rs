@@ -423,3 +423,23 @@ fn an_error_in_a_block_expression_points_at_its_line() {
     );
     assert!(errs[0].starts_with("p.yaml:5:7: rule `r`: `allow` uses `y`"), "{}", errs[0]);
 }
+
+#[test]
+fn expression_errors_never_panic_on_odd_text() {
+    // Multibyte text, tabs, quotes and unterminated strings around the mistake.
+    for allow in [
+        "\"é = 'ü'\"",
+        "'ß' == token.näme and true",
+        "\"x\\t= 1\"",
+        "token.a.includes('🙂')",
+        "\"'unterminated = \"",
+        "zz(1) && yy == 2",
+    ] {
+        let yaml = format!("rules:\n  - name: r\n    channel: private-{{x}}\n    allow: {allow}\n");
+        let errs = compile_errors(&yaml);
+        assert!(!errs.is_empty() && errs[0].starts_with("p.yaml:4"), "{allow}: {errs:?}");
+    }
+    // A name that is not the mistake, only part of it, is no anchor for the caret.
+    let errs = compile_errors("rules:\n  - name: r\n    channel: private-{x}\n    allow: token.yy == yy\n");
+    assert!(errs[0].starts_with("p.yaml:4:24:"), "{errs:?}");
+}
