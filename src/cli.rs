@@ -659,8 +659,13 @@ fn explain(
                 }
             }
         }
-        Decision::Deny { reason, .. } => {
-            println!("decision: DENY ({}: {reason})", reason.code());
+        Decision::Deny { reason, rule } => {
+            let status = crate::http::error::ApiError::denied(&reason, rule.as_deref()).status();
+            println!(
+                "decision: DENY ({}: {reason}); the request would get {}",
+                reason.code(),
+                status.as_u16()
+            );
             ExitCode::FAILURE
         }
     }

@@ -209,6 +209,7 @@ fn explain_shows_rule_captures_values_and_decision() {
         .arg(claims.path()));
     assert_eq!(code, 1);
     assert!(out.contains("decision: DENY (rule_denied"), "{out}");
+    assert!(out.trim_end().ends_with("; the request would get 403"), "{out}");
     let (code, out, _) = run(bin()
         .current_dir(root())
         .args(["explain", "--config", QUICKSTART, "--channel", "private-nothing", "--claims"])
