@@ -64,6 +64,8 @@ pub struct Gateway {
     pub publish: Option<PublishSettings>,
     /// Webhook relay settings and its client.
     pub webhooks: Option<(WebhookSettings, HttpsClient)>,
+    /// The Pusher-protocol server signed for (`target:`), for lints.
+    pub target: Option<crate::policy::lint::Target>,
 }
 
 /// What a session derives from its verified claims: their CEL value,
@@ -227,6 +229,7 @@ impl Runtime {
                 spawn_key_refresh(&gateway, None);
                 self.metrics.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
                 tracing::info!(rules = gateway.policy.rules().len(), "configuration reloaded");
+                crate::diagnose::log_warnings(&gateway);
                 Ok(())
             }
             Err(e) => {
@@ -309,6 +312,7 @@ fn build(
         cors: config.cors,
         http: config.http,
         limits: RateLimits::new(&config.rate_limit),
+        target: config.target,
     };
     Ok((gateway, tls))
 }

@@ -9,6 +9,8 @@
 //! `value:` secrets are refused unless `mode: development`.
 
 mod raw;
+#[cfg(test)]
+mod reference;
 mod validate;
 
 use std::fmt;

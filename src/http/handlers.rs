@@ -15,7 +15,7 @@ use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::policy::{Decision, Request, ShadowResult};
 use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
 use crate::revocation::Check;
-use crate::session::{AuthError, Session, TokenOrigin, extract_token};
+use crate::session::{Session, TokenOrigin, extract_token};
 use crate::telemetry::{DecisionLabels, ScopeLabels, ShadowLabels};
 use std::sync::Arc;
 
@@ -267,12 +267,7 @@ async fn session(
             rule: None,
         });
     }
-    let session = gw.sessions.authenticate(token).await.map_err(|e| match e {
-        AuthError::KeysUnavailable => {
-            ApiError::Unavailable { reason: "jwks_unavailable", message: e.to_string(), retry_after_secs: 5 }
-        }
-        e => ApiError::Unauthorized(e),
-    })?;
+    let session = gw.sessions.authenticate(token).await.map_err(ApiError::from_auth)?;
     let sub = session.derived.claim_str("sub");
     audit.user = sub.map(str::to_owned);
     match rt.revocations.check(|name| session.derived.claim_str(name)) {

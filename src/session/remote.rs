@@ -533,7 +533,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         s.push_str(&inner.to_string());
         source = inner.source();
     }
-    s
+    crate::diagnose::with_fetch_hint(s)
 }
 
 #[cfg(test)]

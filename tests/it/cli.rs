@@ -6,15 +6,15 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-fn bin() -> Command {
+pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_channelgate"))
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = cmd.env_remove("CHANNELGATE_CONFIG").output().unwrap();
     (
         status.code().unwrap_or(-1),
@@ -23,7 +23,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-const QUICKSTART: &str = "examples/quickstart/channelgate.yaml";
+pub const QUICKSTART: &str = "examples/quickstart/channelgate.yaml";
 
 #[test]
 fn quickstart_config_passes_check() {
@@ -130,7 +130,8 @@ fn broken_policy_names_file_line_and_rule() {
     write_config(dir.path(), &setup);
     let (code, _, err) = run(bin().arg("check").arg("--config").arg(dir.path().join("channelgate.yaml")));
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("main.yaml:5") && err.contains("rule `broken`"), "{err}");
+    // The expression's own line (7), not the rule's (5).
+    assert!(err.contains("main.yaml:7:16: rule `broken`"), "{err}");
 }
 
 #[test]
@@ -209,6 +210,7 @@ fn explain_shows_rule_captures_values_and_decision() {
         .arg(claims.path()));
     assert_eq!(code, 1);
     assert!(out.contains("decision: DENY (rule_denied"), "{out}");
+    assert!(out.trim_end().ends_with("; the request would get 403"), "{out}");
     let (code, out, _) = run(bin()
         .current_dir(root())
         .args(["explain", "--config", QUICKSTART, "--channel", "private-nothing", "--claims"])

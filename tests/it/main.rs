@@ -17,6 +17,9 @@ mod adversarial;
 mod cli;
 /// CORS preflight and response headers.
 mod cors;
+/// Messages that say how to fix a mistake (YAML, CEL, TLS, issuer CAs),
+/// `check --fetch`, warnings, policy sets, `--help`, `health`, `deploy/`.
+mod guidance;
 /// CSRF for cookie sessions, rate limits, header limits, idle connections.
 mod hardening;
 /// The endpoints: allowed, denied and every 4xx row of DESIGN §1.
