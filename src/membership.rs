@@ -24,7 +24,11 @@
 pub mod breaker;
 pub mod hook;
 pub mod introspect;
+pub mod lookup;
 pub mod memo;
+pub mod postgres;
+pub mod readonly;
+pub mod redis;
 
 mod client;
 
@@ -95,6 +99,11 @@ impl LookupError {
         matches!(self, LookupError::Unavailable { .. })
     }
 }
+
+/// Why a data source cannot be built (the message never holds its URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
 
 impl From<breaker::Open> for LookupError {
     fn from(open: breaker::Open) -> Self {

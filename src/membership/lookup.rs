@@ -1,0 +1,165 @@
+//! A rule's lookup: a proven read-only SQL query on a PostgreSQL source, or
+//! a Redis command, with the values it is bound to (one tuple per request,
+//! from captures and claims) and a cache per tuple.
+//!
+//! Invariants: the tuple is the cache key (the same values never reach the
+//! source twice within the TTL, and concurrent requests with the same
+//! values share one call); results are bounded ([`Limits`]) and say when
+//! they were cut; a missing value (`NULL` for a key or a member) denies
+//! without asking the source.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::LookupError;
+use super::memo::{CacheStatus, Fresh, Memo, MemoSettings, Weigh};
+use super::postgres::Postgres;
+use super::readonly::ReadOnlySql;
+use super::redis::{Redis, RedisCommand};
+
+/// A value bound to a parameter: its text (PostgreSQL reads it as the
+/// parameter's type), or `None` for `NULL`.
+pub type Param = Option<Box<str>>;
+
+/// The values of one request, in parameter order: also the cache key.
+pub type Params = Box<[Param]>;
+
+/// The parameter text of a JSON value (a claim): strings as they are,
+/// numbers and booleans as JSON writes them, arrays and objects as JSON
+/// text, `null` as `NULL`.
+pub fn param_from_json(value: &serde_json::Value) -> Param {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.as_str().into()),
+        other => Some(other.to_string().into_boxed_str()),
+    }
+}
+
+/// How much of a result is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most rows kept.
+    pub max_rows: usize,
+    /// Most estimated bytes kept (column names and values).
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_rows: 100, max_bytes: 64 * 1024 }
+    }
+}
+
+/// One row: column name → value.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+/// A lookup's result.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    /// The rows kept, in the order the source gave them.
+    pub rows: Vec<Row>,
+    /// Whether rows were left out ([`Limits`]).
+    pub truncated: bool,
+}
+
+impl Rows {
+    /// Whether there is a row (`query.found`).
+    pub fn found(&self) -> bool {
+        !self.rows.is_empty()
+    }
+
+    /// The first row (`query.row`).
+    pub fn first(&self) -> Option<&Row> {
+        self.rows.first()
+    }
+}
+
+/// Estimated bytes of a JSON value in memory.
+pub(crate) fn value_bytes(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => 24 + s.len(),
+        serde_json::Value::Array(a) => 24 + a.iter().map(value_bytes).sum::<usize>(),
+        serde_json::Value::Object(o) => {
+            24 + o.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>()
+        }
+        _ => 16,
+    }
+}
+
+impl Weigh for Arc<Rows> {
+    fn weight(&self) -> u64 {
+        let bytes: usize = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>())
+            .sum();
+        64 + bytes as u64
+    }
+}
+
+/// Where a lookup runs.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A proven read-only query on a PostgreSQL source.
+    Sql {
+        /// The source.
+        source: Arc<Postgres>,
+        /// The query.
+        sql: ReadOnlySql,
+    },
+    /// A command on a Redis source.
+    Redis {
+        /// The source.
+        source: Arc<Redis>,
+        /// The command.
+        command: RedisCommand,
+    },
+}
+
+/// A rule's lookup with its cache; see the module docs.
+pub struct Lookup {
+    command: Command,
+    ttl: Duration,
+    memo: Memo<Params, Arc<Rows>, LookupError>,
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup")
+            .field("command", &self.command)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lookup {
+    /// A lookup whose results are kept for `ttl` (zero: not kept).
+    pub fn new(command: Command, ttl: Duration, cache: MemoSettings) -> Self {
+        Self { command, ttl, memo: Memo::new(cache) }
+    }
+
+    /// Its cache (counters for metrics).
+    pub fn memo(&self) -> &Memo<Params, Arc<Rows>, LookupError> {
+        &self.memo
+    }
+
+    /// The result for `params` at `now`.
+    pub async fn run(&self, params: &Params, now: Instant) -> Result<(Arc<Rows>, CacheStatus), LookupError> {
+        self.memo
+            .get(params, now, || async {
+                let rows = match &self.command {
+                    Command::Sql { source, sql } => source.query(sql, params, now).await?,
+                    Command::Redis { source, command } => source.run(command, params, now).await?,
+                };
+                Ok(Fresh { value: Arc::new(rows), ttl: self.ttl })
+            })
+            .await
+    }
+
+    /// The cached result for `params` at `now`, if fresh.
+    pub fn cached(&self, params: &Params, now: Instant) -> Option<Arc<Rows>> {
+        self.memo.cached(params, now)
+    }
+}

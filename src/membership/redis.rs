@@ -1,0 +1,318 @@
+//! A Redis data source: `SISMEMBER`, `GET` and `HGET` with key templates.
+//!
+//! A template is text with placeholders, `room:{room}:members`; the caller
+//! binds each placeholder to a value (a capture or a claim) per request.
+//! Every argument reaches Redis as one length-prefixed argument of the
+//! command, so a value can never add a command or an argument. Inside a
+//! *key*, a value may not hold `:`, braces, glob characters, whitespace or
+//! control characters (it could otherwise point the key at another record:
+//! `sub = "1:admins"`), nor be empty; such a value denies (`BadParameter`).
+//! A member or field is taken whole.
+//!
+//! Results: `SISMEMBER` → one row `{"member": true}` when it is a member,
+//! none otherwise; `GET`/`HGET` → one row `{"value": "…"}` when the key or
+//! field exists (cut to the byte limit, `truncated`), none otherwise.
+//! Every call is bounded by the timeout and counted by the breaker.
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerSettings};
+use super::lookup::{Limits, Param, Row, Rows};
+use super::{FaultKind, LookupError, SourceError};
+use crate::secret::Secret;
+
+/// A Redis source's settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://…` (it may hold a password).
+    pub url: Secret,
+    /// The bound on one lookup, connecting included.
+    pub timeout: Duration,
+    /// How much of a value is kept.
+    pub limits: Limits,
+    /// When Redis counts as down.
+    pub breaker: BreakerSettings,
+}
+
+impl RedisSettings {
+    /// The defaults for `url`: a 1 s timeout.
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            timeout: Duration::from_secs(1),
+            limits: Limits::default(),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// A piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(Box<str>),
+    Param(usize),
+}
+
+/// Text with placeholders bound per request; `{{` and `}}` are literal
+/// braces (Redis Cluster hash tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pieces: Vec<Piece>,
+}
+
+impl Template {
+    /// Parses `text`; `param` maps a placeholder's name (`room`,
+    /// `token.sub`) to its index in the request's values, or says why the
+    /// name is unknown.
+    pub fn parse(text: &str, mut param: impl FnMut(&str) -> Result<usize, String>) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
+                literal.push_str(&tail[..1]);
+                rest = after;
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err(format!("`{text}`: a `}}` without its `{{` (write `}}}}` for a literal brace)"));
+            }
+            let Some(end) = tail.find('}') else {
+                return Err(format!("`{text}`: a `{{` without its `}}` (write `{{{{` for a literal brace)"));
+            };
+            let name = tail[1..end].trim();
+            if name.is_empty() {
+                return Err(format!("`{text}`: an empty placeholder `{{}}`"));
+            }
+            if !literal.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut literal).into_boxed_str()));
+            }
+            pieces.push(Piece::Param(param(name)?));
+            rest = &tail[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal.into_boxed_str()));
+        }
+        if pieces.is_empty() {
+            return Err("an empty template".into());
+        }
+        Ok(Self { pieces })
+    }
+
+    /// The text for `params`; in a key, values are checked (module docs).
+    fn render(&self, params: &[Param], key: bool) -> Result<String, LookupError> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Param(i) => {
+                    let Some(Some(value)) = params.get(*i) else {
+                        return Err(LookupError::BadParameter(
+                            "a value of the Redis command is missing".into(),
+                        ));
+                    };
+                    if key && !safe_in_key(value) {
+                        return Err(LookupError::BadParameter(
+                            "a value inside a Redis key is empty or holds `:`, a brace, a glob character, \
+                             whitespace or a control character"
+                                .into(),
+                        ));
+                    }
+                    out.push_str(value);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn safe_in_key(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 512
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(c))
+}
+
+/// A Redis lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisCommand {
+    /// `SISMEMBER key member`.
+    SisMember {
+        /// The set's key.
+        key: Template,
+        /// The member.
+        member: Template,
+    },
+    /// `GET key`.
+    Get {
+        /// The key.
+        key: Template,
+    },
+    /// `HGET key field`.
+    HGet {
+        /// The hash's key.
+        key: Template,
+        /// The field.
+        field: Template,
+    },
+}
+
+/// A Redis source; see the module docs.
+pub struct Redis {
+    client: ::redis::Client,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    timeout: Duration,
+    limits: Limits,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("breaker", &self.breaker).finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Checks the URL; the connection is opened when first needed.
+    pub fn new(settings: &RedisSettings) -> Result<Self, SourceError> {
+        let url = std::str::from_utf8(settings.url.expose())
+            .map_err(|_| SourceError("the Redis URL is not UTF-8".into()))?;
+        let client = ::redis::Client::open(url)
+            .map_err(|e| SourceError(format!("the Redis URL is not valid ({:?})", e.kind())))?;
+        Ok(Self {
+            client,
+            conn: tokio::sync::OnceCell::new(),
+            timeout: settings.timeout,
+            limits: settings.limits,
+            breaker: Breaker::new(settings.breaker),
+        })
+    }
+
+    /// Its circuit breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Runs `command` with `params` at `now`.
+    pub async fn run(
+        &self,
+        command: &RedisCommand,
+        params: &[Param],
+        now: Instant,
+    ) -> Result<Rows, LookupError> {
+        let cmd = match command {
+            RedisCommand::SisMember { key, member } => {
+                let mut c = ::redis::cmd("SISMEMBER");
+                c.arg(key.render(params, true)?).arg(member.render(params, false)?);
+                c
+            }
+            RedisCommand::Get { key } => {
+                let mut c = ::redis::cmd("GET");
+                c.arg(key.render(params, true)?);
+                c
+            }
+            RedisCommand::HGet { key, field } => {
+                let mut c = ::redis::cmd("HGET");
+                c.arg(key.render(params, true)?).arg(field.render(params, false)?);
+                c
+            }
+        };
+        let permit = self.breaker.admit(now)?;
+        let call = async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<::redis::Value>(&mut conn).await.map_err(redis_error)
+        };
+        let reply = tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+            Err(LookupError::unavailable(
+                FaultKind::Timeout,
+                format!("no reply within {}", humantime::format_duration(self.timeout)),
+            ))
+        });
+        let rows = reply.and_then(|reply| self.rows(command, reply));
+        match &rows {
+            Ok(_) => permit.success(Instant::now()),
+            Err(_) => permit.failure(Instant::now()),
+        }
+        rows
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, LookupError> {
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        self.conn
+            .get_or_try_init(|| self.client.get_connection_manager_with_config(config))
+            .await
+            .cloned()
+            .map_err(redis_error)
+    }
+
+    fn rows(&self, command: &RedisCommand, reply: ::redis::Value) -> Result<Rows, LookupError> {
+        use ::redis::Value as V;
+        let unexpected = || {
+            LookupError::unavailable(
+                FaultKind::BadAnswer,
+                "Redis answered with an unexpected type".to_owned(),
+            )
+        };
+        let mut rows = Rows::default();
+        match (command, reply) {
+            (RedisCommand::SisMember { .. }, V::Int(n)) => {
+                if n == 1 {
+                    rows.rows.push(Row::from_iter([("member".to_owned(), serde_json::Value::Bool(true))]));
+                }
+            }
+            (RedisCommand::SisMember { .. }, _) => return Err(unexpected()),
+            (_, V::Nil) => {}
+            (_, V::BulkString(bytes)) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    LookupError::unavailable(FaultKind::BadAnswer, "the Redis value is not UTF-8")
+                })?;
+                let (text, cut) = cut(text, self.limits.max_bytes);
+                rows.truncated = cut;
+                rows.rows.push(Row::from_iter([("value".to_owned(), serde_json::Value::String(text))]));
+            }
+            (_, V::SimpleString(text)) => {
+                rows.rows.push(Row::from_iter([("value".to_owned(), serde_json::Value::String(text))]));
+            }
+            _ => return Err(unexpected()),
+        }
+        Ok(rows)
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
+}
+
+fn redis_error(e: ::redis::RedisError) -> LookupError {
+    if e.is_timeout() {
+        LookupError::unavailable(FaultKind::Timeout, "Redis did not answer in time")
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        LookupError::unavailable(FaultKind::Unreachable, format!("Redis: {e}"))
+    } else {
+        // An error reply (WRONGTYPE…): the server's code only.
+        LookupError::unavailable(
+            FaultKind::QueryFailed,
+            format!("Redis refused the command ({})", e.code().unwrap_or("error")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
