@@ -49,6 +49,9 @@ pub struct HookSettings {
     pub cache: MemoSettings,
     /// When the app counts as down.
     pub breaker: BreakerSettings,
+    /// Headers sent with each call (an `Authorization` the app checks, so
+    /// only channelgate can ask it); values are marked sensitive.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl HookSettings {
@@ -60,6 +63,7 @@ impl HookSettings {
             timeout: Duration::from_secs(1),
             cache: MemoSettings::default(),
             breaker: BreakerSettings::default(),
+            headers: Vec::new(),
         }
     }
 }
@@ -163,14 +167,18 @@ impl Hook {
             LookupError::unavailable(FaultKind::BadAnswer, format!("encoding the question: {e}"))
         })?;
         let permit = self.breaker.admit(now)?;
-        let req = http::Request::post(self.settings.url.clone())
+        let mut req = http::Request::post(self.settings.url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, concat!("channelgate/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| {
-                LookupError::unavailable(FaultKind::BadAnswer, format!("building the request: {e}"))
-            })?;
+            .header(http::header::USER_AGENT, concat!("channelgate/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in &self.settings.headers {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            req = req.header(name.clone(), value);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| {
+            LookupError::unavailable(FaultKind::BadAnswer, format!("building the request: {e}"))
+        })?;
         let answer = client::exchange(&self.client, req, self.settings.timeout, MAX_ANSWER)
             .await
             .and_then(|reply| read_answer(&reply, self.settings.ttl));

@@ -75,7 +75,8 @@ fn member() -> serde_json::Value {
 #[tokio::test]
 async fn the_app_gets_claims_channel_captures_and_socket_id_and_decides() {
     let app = app(Arc::new(AtomicU16::new(0))).await;
-    let h = hook(&app, |_| {});
+    let token = http::HeaderValue::from_static("Bearer hook-token");
+    let h = hook(&app, |s| s.headers = vec![(http::header::AUTHORIZATION, token)]);
     let t = Instant::now();
     let (d, status) = decide(&h, "alice", &ask(member(), "42", "1.2"), t).await.unwrap();
     assert_eq!(status, CacheStatus::Miss);
@@ -87,6 +88,7 @@ async fn the_app_gets_claims_channel_captures_and_socket_id_and_decides() {
     let received = app.received();
     assert_eq!(received[0].method, http::Method::POST);
     assert_eq!(received[0].headers["content-type"], "application/json");
+    assert_eq!(received[0].headers["authorization"], "Bearer hook-token");
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(
         body,
