@@ -1,5 +1,6 @@
--- The example app's tables, and the role channelgate reads them with.
--- psql "$DATABASE_URL_ADMIN" -f schema.sql   (as the database's owner)
+-- The example app's tables, the app's role, and the role channelgate reads
+-- them with. Run once by an administrator (a role that may create roles):
+--   psql -h 127.0.0.1 -U postgres -d app -f schema.sql
 
 CREATE TABLE IF NOT EXISTS users (
   id   text PRIMARY KEY,
@@ -26,16 +27,25 @@ INSERT INTO room_members VALUES (42, 'alice', 'moderator'), (42, 'bob', 'member'
   ON CONFLICT DO NOTHING;
 INSERT INTO doc_viewers VALUES (7, 'alice') ON CONFLICT DO NOTHING;
 
--- channelgate's role: it can log in and SELECT the one table its policies
--- read, nothing else. Its connections also run read-only
--- (default_transaction_read_only), and `channelgate check` refuses any SQL
--- it cannot prove is a single SELECT: three locks, one behind the other.
+-- Roles (add PASSWORD '…' to both outside a loopback test).
 DO $$
 BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN
+    CREATE ROLE app LOGIN;
+  END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'channelgate_ro') THEN
-    CREATE ROLE channelgate_ro LOGIN;   -- add PASSWORD '…' outside a loopback test
+    CREATE ROLE channelgate_ro LOGIN;
   END IF;
 END $$;
+
+-- The app reads and writes its tables.
+GRANT SELECT, INSERT, UPDATE, DELETE ON users, room_members, doc_viewers TO app;
+
+-- channelgate's role: it can log in and SELECT the one table its policies
+-- read, nothing else. Its connections also run read-only
+-- (default_transaction_read_only, set by channelgate and here), and
+-- `channelgate check` refuses any SQL it cannot prove is a single SELECT:
+-- three locks, one behind the other.
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM channelgate_ro;
 GRANT SELECT ON room_members TO channelgate_ro;
 ALTER ROLE channelgate_ro SET default_transaction_read_only = on;
