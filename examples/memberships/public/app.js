@@ -3,13 +3,16 @@
 // forwards to channelgate with the cookie.
 'use strict';
 
-const log = (text) => {
-  const li = document.createElement('li');
-  li.textContent = text;
-  document.getElementById('log').prepend(li);
-};
-
 let pusher = null;
+
+/** Adds a line to the log; `data-channel`/`data-outcome` let tests read it. */
+function log(channel, outcome, text) {
+  const li = document.createElement('li');
+  li.dataset.channel = channel;
+  li.dataset.outcome = outcome;
+  li.textContent = `${channel}: ${text}`;
+  document.getElementById('log').prepend(li);
+}
 
 async function connect() {
   const settings = await (await fetch('/config.json')).json();
@@ -32,20 +35,26 @@ document.getElementById('login').addEventListener('submit', async (e) => {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ user }),
   });
-  document.getElementById('who').textContent = r.ok ? `signed in as ${user}` : `sign-in failed (${r.status})`;
+  const who = document.getElementById('who');
+  who.textContent = r.ok ? `signed in as ${user}` : `sign-in failed (${r.status})`;
+  who.dataset.user = r.ok ? user : '';
   if (r.ok) await connect();
 });
 
 for (const button of document.querySelectorAll('button[data-channel]')) {
   button.addEventListener('click', () => {
-    if (!pusher) return log('sign in first');
     const name = button.dataset.channel;
+    if (!pusher) return log(name, 'error', 'sign in first');
     pusher.unsubscribe(name);
     const channel = pusher.subscribe(name);
     channel.bind('pusher:subscription_succeeded', (data) => {
-      const members = data && data.count !== undefined ? ` (${data.count} members)` : '';
-      log(`${name}: joined${members}`);
+      if (data && data.members) {
+        const members = Object.entries(data.members).map(([id, info]) => `${id} ${JSON.stringify(info)}`);
+        log(name, 'joined', `joined; members: ${members.join(', ')}`);
+      } else {
+        log(name, 'joined', 'joined');
+      }
     });
-    channel.bind('pusher:subscription_error', (e) => log(`${name}: refused (${e.status}: ${e.error})`));
+    channel.bind('pusher:subscription_error', (e) => log(name, 'refused', `refused (${e.status}: ${e.error})`));
   });
 }
