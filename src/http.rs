@@ -73,6 +73,8 @@ pub(crate) struct Ctx<'a> {
     pub client: IpAddr,
     /// When the request arrived.
     pub started: Instant,
+    /// The time the request is decided at (read once).
+    pub now: crate::session::Now,
 }
 
 impl Ctx<'_> {
@@ -185,7 +187,8 @@ where
     let (parts, body) = req.into_parts();
     let route = Route::of(&gw, parts.uri.path());
     let client = gw.limits.client_ip(peer.ip(), &parts.headers);
-    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, started };
+    let now = crate::session::Now::system();
+    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, started, now };
 
     let outcome = match (route, &parts.method) {
         (Route::Channel | Route::User, &Method::OPTIONS) => Outcome::response(cors::preflight(&cx)),

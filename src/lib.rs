@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod http;
+pub mod jwks;
 pub mod policy;
 pub mod publish;
 pub mod pusher;

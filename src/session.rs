@@ -21,7 +21,6 @@ mod cache;
 mod extract;
 mod jwt;
 mod keys;
-pub mod remote;
 
 #[cfg(test)]
 mod test_keys;
@@ -32,10 +31,12 @@ use std::fmt;
 
 use crate::reason::Reason;
 
-pub use cache::{Authenticator, CacheSettings, Session};
+pub use cache::{Authenticator, CacheSettings, Now, Session, TokenCache};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
-pub use keys::{HmacKeys, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, parse_algorithm};
+pub use keys::{
+    HmacKeys, JwksKey, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, RemoteKeySet, parse_algorithm,
+};
 
 /// Verified claims of a session token: the payload's JSON text (a JSON
 /// object whose members are all distinct), and the map of its members,

@@ -168,15 +168,17 @@ pub struct PusherApi {
 }
 
 impl PusherApi {
-    /// A REST client for `base` (e.g. `https://api-mt1.pusher.com`).
+    /// A REST client for `base` (e.g. `https://api-mt1.pusher.com`) over
+    /// `client`.
     pub fn new(
+        client: HttpsClient,
         base: url::Url,
         key: String,
         secret: Secret,
         timeout: Duration,
         retries: u32,
-    ) -> Result<Self, String> {
-        Ok(Self { client: https_client(&[])?, base, key, secret, timeout, retries })
+    ) -> Self {
+        Self { client, base, key, secret, timeout, retries }
     }
 
     /// Signs and POSTs `body` to `path` (e.g. `/apps/1001/events`).

@@ -13,11 +13,12 @@ use super::{
     AuditTo, Config, Cors, HttpSettings, Mode, OnStoreError, PublishClient, PublishSettings, Rate,
     RateLimitSettings, RevocationSettings, RevocationStore, TlsFiles, WebhookSettings,
 };
+use super::{IssuerConfig, KeySpec, RemoteSpec};
+use crate::jwks::{KeySource, RemoteSettings, fetchable};
 use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
 use crate::policy::lint::Target;
 use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
-use crate::session::remote::{KeySource, RemoteKeys, RemoteSettings, fetchable};
 use crate::session::{CacheSettings, IssuerSettings, KeySet, TokenSource};
 use crate::yaml::SourceError;
 use rustls::pki_types::pem::PemObject;
@@ -590,7 +591,7 @@ fn normalize_origin(s: &str) -> Option<String> {
 fn validate_issuers(
     cx: &mut Ctx<'_>,
     jwt: &Spanned<raw::OneOrMany<raw::Issuer>>,
-) -> Option<Vec<IssuerSettings>> {
+) -> Option<Vec<IssuerConfig>> {
     let list: Vec<&raw::Issuer> = match &jwt.value {
         raw::OneOrMany::One(i) => vec![i],
         raw::OneOrMany::Many(v) => v.iter().collect(),
@@ -650,58 +651,63 @@ fn validate_issuers(
             );
             continue;
         }
-        let keys = if let Some(s) = &raw.secret {
-            cx.secret(&format!("{label}.secret"), s).map(|secret| {
-                if secret.expose().len() < 32 && cx.mode == Mode::Production {
-                    cx.at(
-                        s,
-                        format!("{label}.secret is shorter than 32 bytes; HS256 needs at least 256 bits"),
-                    );
-                }
-                KeySet::from_secret(secret)
-            })
-        } else if let Some(pk) = &raw.public_key {
-            let (what, pem) = match &pk.value {
-                SecretSource::File(f) => {
-                    let path = cx.path(f);
-                    (path.display().to_string(), std::fs::read(&path).map_err(|e| e.to_string()))
-                }
-                SecretSource::Env(name) => (
-                    format!("${name}"),
-                    std::env::var(name).map(String::into_bytes).map_err(|_| "not set".to_owned()),
-                ),
-                SecretSource::Value(v) => ("inline value".to_owned(), Ok(v.as_bytes().to_vec())),
-            };
-            match pem {
-                Ok(pem) => match KeySet::from_pem(&pem) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        cx.at(pk, format!("{label}.public_key ({what}): {e}"));
-                        None
-                    }
-                },
-                Err(e) => {
-                    cx.at(pk, format!("{label}.public_key: cannot read {what}: {e}"));
-                    None
-                }
-            }
-        } else if let Some(f) = &raw.jwks_file {
-            let path = cx.path(&f.value);
-            match std::fs::read(&path) {
-                Ok(json) => match KeySet::from_jwks_json(&json) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        cx.at(f, format!("{label}.jwks_file `{}`: {e}", path.display()));
-                        None
-                    }
-                },
-                Err(e) => {
-                    cx.at(f, format!("{label}.jwks_file: cannot read `{}`: {e}", path.display()));
-                    None
-                }
-            }
+        let keys = if raw.jwks_url.is_some() || raw.discovery.as_ref().is_some_and(|d| d.value) {
+            remote_keys(cx, &label, raw, jwt).map(KeySpec::Remote)
         } else {
-            remote_keys(cx, &label, raw, jwt)
+            let keys: Option<KeySet> = if let Some(s) = &raw.secret {
+                cx.secret(&format!("{label}.secret"), s).map(|secret| {
+                    if secret.expose().len() < 32 && cx.mode == Mode::Production {
+                        cx.at(
+                            s,
+                            format!("{label}.secret is shorter than 32 bytes; HS256 needs at least 256 bits"),
+                        );
+                    }
+                    KeySet::from_secret(secret)
+                })
+            } else if let Some(pk) = &raw.public_key {
+                let (what, pem) = match &pk.value {
+                    SecretSource::File(f) => {
+                        let path = cx.path(f);
+                        (path.display().to_string(), std::fs::read(&path).map_err(|e| e.to_string()))
+                    }
+                    SecretSource::Env(name) => (
+                        format!("${name}"),
+                        std::env::var(name).map(String::into_bytes).map_err(|_| "not set".to_owned()),
+                    ),
+                    SecretSource::Value(v) => ("inline value".to_owned(), Ok(v.as_bytes().to_vec())),
+                };
+                match pem {
+                    Ok(pem) => match KeySet::from_pem(&pem) {
+                        Ok(k) => Some(k),
+                        Err(e) => {
+                            cx.at(pk, format!("{label}.public_key ({what}): {e}"));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        cx.at(pk, format!("{label}.public_key: cannot read {what}: {e}"));
+                        None
+                    }
+                }
+            } else if let Some(f) = &raw.jwks_file {
+                let path = cx.path(&f.value);
+                match std::fs::read(&path) {
+                    Ok(json) => match KeySet::from_jwks_json(&json) {
+                        Ok(k) => Some(k),
+                        Err(e) => {
+                            cx.at(f, format!("{label}.jwks_file `{}`: {e}", path.display()));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        cx.at(f, format!("{label}.jwks_file: cannot read `{}`: {e}", path.display()));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            keys.map(KeySpec::Static)
         };
         let Some(keys) = keys else { continue };
         for (alg, a) in algorithms.iter().zip(&raw.algorithms) {
@@ -714,7 +720,7 @@ fn validate_issuers(
             }
         }
         let leeway = cx.duration(&format!("{label}.leeway"), &raw.leeway, Duration::from_secs(30));
-        out.push(IssuerSettings {
+        out.push(IssuerConfig {
             issuer: raw.issuer.clone(),
             audience: raw
                 .audience
@@ -742,7 +748,7 @@ fn remote_keys(
     label: &str,
     raw: &raw::Issuer,
     jwt: &Spanned<raw::OneOrMany<raw::Issuer>>,
-) -> Option<KeySet> {
+) -> Option<RemoteSpec> {
     let mut settings = RemoteSettings::default();
     settings.min_refresh =
         cx.duration(&format!("{label}.refresh_min"), &raw.refresh_min, settings.min_refresh);
@@ -802,13 +808,7 @@ fn remote_keys(
             }
         }
     };
-    match RemoteKeys::new(source, settings) {
-        Ok(r) => Some(KeySet::Remote(std::sync::Arc::new(r))),
-        Err(e) => {
-            cx.at(jwt, format!("{label}: {e}"));
-            None
-        }
-    }
+    Some(RemoteSpec { source, settings })
 }
 
 fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings {

@@ -305,7 +305,7 @@ async fn session(
     if origin == TokenOrigin::Cookie && !same_site_request(cx) {
         return Err(ApiError::new(Reason::Csrf, "a cookie session needs an allowed Origin"));
     }
-    let session = gw.sessions.authenticate(token).await?;
+    let session = gw.sessions.authenticate(token, cx.now).await?;
     let sub = session.derived.claim_str("sub");
     out.user = sub.map(str::to_owned);
     match cx.rt.revocations.check(|name| session.derived.claim_str(name)) {

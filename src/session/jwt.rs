@@ -68,6 +68,30 @@ impl IssuerSettings {
 #[derive(Clone, Debug)]
 pub struct Verifier {
     issuers: Vec<IssuerSettings>,
+    /// Each entry's identity ([`IssuerSettings::identity`]).
+    identities: Vec<u64>,
+}
+
+impl IssuerSettings {
+    /// What a verification depends on besides the keys — issuer, audience,
+    /// algorithms, leeway, required claims — as a number: equal across
+    /// reloads while those stay the same, so a cached session is reused
+    /// only by an entry that would verify it the same way. (Keys are
+    /// checked separately, by fingerprint.)
+    pub fn identity(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: stable within this build, which is all a
+        // process-local cache needs.
+        let mut h = std::hash::DefaultHasher::new();
+        self.issuer.hash(&mut h);
+        self.audience.hash(&mut h);
+        for alg in &self.algorithms {
+            format!("{alg:?}").hash(&mut h);
+        }
+        self.leeway.hash(&mut h);
+        self.required_claims.hash(&mut h);
+        h.finish()
+    }
 }
 
 impl Verifier {
@@ -77,12 +101,24 @@ impl Verifier {
     /// that entry's keys and `iss` re-checked by validation). No entry at
     /// all: every token is refused with [`AuthError::UnknownIssuer`].
     pub fn new(issuers: Vec<IssuerSettings>) -> Self {
-        Self { issuers }
+        let identities = issuers.iter().map(IssuerSettings::identity).collect();
+        Self { issuers, identities }
     }
 
     /// The configured issuer entries.
     pub fn issuers(&self) -> &[IssuerSettings] {
         &self.issuers
+    }
+
+    /// The identity of entry `index` (0 when there is none).
+    pub fn identity(&self, index: usize) -> u64 {
+        self.identities.get(index).copied().unwrap_or(0)
+    }
+
+    /// The entry with this identity, if one is configured.
+    pub fn by_identity(&self, identity: u64) -> Option<&IssuerSettings> {
+        let index = self.identities.iter().position(|id| *id == identity)?;
+        self.issuers.get(index)
     }
 
     /// Verify signature and claims at the current system time.
@@ -171,7 +207,7 @@ pub struct Verified {
 #[derive(Debug, Clone)]
 pub struct Refetch {
     /// The issuer's remote keys.
-    pub keys: std::sync::Arc<super::remote::RemoteKeys>,
+    pub keys: std::sync::Arc<dyn super::RemoteKeySet>,
     /// The token's `kid`.
     pub kid: Option<String>,
 }

@@ -124,6 +124,8 @@ pub struct AdminGateway {
     pub dir: tempfile::TempDir,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), String>>,
+    /// The running service (its current gateway changes on reload).
+    pub runtime: std::sync::Arc<channelgate::app::Runtime>,
 }
 
 impl AdminGateway {
@@ -135,10 +137,11 @@ impl AdminGateway {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
+        let runtime = app.runtime.clone();
         let task = tokio::spawn(app.run(public, Some(admin), async {
             let _ = rx.await;
         }));
-        Self { addr, admin: admin_addr, dir, stop: Some(tx), task }
+        Self { addr, admin: admin_addr, dir, stop: Some(tx), task, runtime }
     }
 
     /// Signals shutdown and waits for `App::run` to return; `Err` if it
@@ -293,8 +296,18 @@ impl Binary {
         Self::serve_under(&[], config)
     }
 
+    /// The same with the working directory `cwd` and `config` relative to
+    /// it, as the README runs it.
+    pub fn serve_in(cwd: &Path, config: &str) -> Self {
+        Self::spawn(&[], Path::new(config), Some(cwd))
+    }
+
     /// The same, run by a wrapper command (`prlimit …`, `taskset …`).
     pub fn serve_under(wrapper: &[&str], config: &Path) -> Self {
+        Self::spawn(wrapper, config, None)
+    }
+
+    fn spawn(wrapper: &[&str], config: &Path, cwd: Option<&Path>) -> Self {
         let bin = env!("CARGO_BIN_EXE_channelgate");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -304,6 +317,9 @@ impl Binary {
             }
             None => std::process::Command::new(bin),
         };
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         let mut child = command
             .args(["serve", "--config"])
             .arg(config)
