@@ -81,11 +81,21 @@ pub struct Spec {
     /// only) and of the extra CORS origin `https://vN.chaos.test`.
     pub version: u32,
     pub broken: Broken,
+    /// Run under `prlimit --nofile=N:N` (a low open-files limit).
+    pub nofile: Option<u32>,
 }
 
 impl Default for Spec {
     fn default() -> Self {
-        Self { remote: None, tls: false, redis: None, http: Vec::new(), version: 0, broken: Broken::None }
+        Self {
+            remote: None,
+            tls: false,
+            redis: None,
+            http: Vec::new(),
+            version: 0,
+            broken: Broken::None,
+            nofile: None,
+        }
     }
 }
 
@@ -224,7 +234,15 @@ impl Gateway {
 
         let bin = binary();
         let config = dir.path().join("channelgate.yaml");
-        let mut cmd = std::process::Command::new(&bin);
+        let mut cmd = match spec.nofile {
+            // prlimit sets the limit and execs the binary (same PID).
+            Some(n) => {
+                let mut c = std::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bin);
+                c
+            }
+            None => std::process::Command::new(&bin),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -315,6 +333,11 @@ impl Gateway {
     /// Open file descriptors.
     pub fn fd_count(&self) -> anyhow::Result<usize> {
         Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self) -> bool {
+        self.process.status().is_some()
     }
 
     pub fn sighup(&self) -> bool {

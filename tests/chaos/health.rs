@@ -16,6 +16,9 @@ const EVERY: Duration = Duration::from_millis(200);
 pub struct Stats {
     pub probes: u64,
     pub failures: u64,
+    /// Failures while excused (a fault under which new connections cannot
+    /// be served, such as exhausted file descriptors).
+    pub excused: u64,
     pub examples: Vec<String>,
     /// Slowest answer per target, in ms.
     pub max_ms: Vec<(String, u128)>,
@@ -25,6 +28,9 @@ impl Stats {
     pub fn summary(&self) -> String {
         let max: Vec<String> = self.max_ms.iter().map(|(t, ms)| format!("{t} max {ms} ms")).collect();
         let mut s = format!("{} probes, {} failed; {}", self.probes, self.failures, max.join(", "));
+        if self.excused > 0 {
+            s.push_str(&format!("; {} failed while excused", self.excused));
+        }
         if !self.examples.is_empty() {
             s.push_str(&format!("; first failures: {}", self.examples.join(" | ")));
         }
@@ -34,6 +40,7 @@ impl Stats {
 
 pub struct Prober {
     stop: Arc<AtomicBool>,
+    excused: Arc<AtomicBool>,
     done: Option<tokio::sync::oneshot::Receiver<Stats>>,
 }
 
@@ -41,18 +48,24 @@ impl Prober {
     /// Probes each `(label, url)`; `root` is the PEM to trust for https.
     pub fn start(targets: Vec<(String, String)>, root: Option<String>) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
+        let excused = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let flag = stop.clone();
+        let (flag, excuse) = (stop.clone(), excused.clone());
         std::thread::spawn(move || {
             let stats = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(probe(targets, root, flag)),
+                Ok(rt) => rt.block_on(probe(targets, root, flag, excuse)),
                 Err(e) => {
                     Stats { failures: 1, examples: vec![format!("no runtime: {e}")], ..Stats::default() }
                 }
             };
             let _ = tx.send(stats);
         });
-        Prober { stop, done: Some(rx) }
+        Prober { stop, excused, done: Some(rx) }
+    }
+
+    /// While set, failures are counted apart and not held against the gateway.
+    pub fn excuse(&self, on: bool) {
+        self.excused.store(on, Ordering::SeqCst);
     }
 
     /// Stops probing and returns what was seen.
@@ -72,7 +85,12 @@ impl Drop for Prober {
     }
 }
 
-async fn probe(targets: Vec<(String, String)>, root: Option<String>, stop: Arc<AtomicBool>) -> Stats {
+async fn probe(
+    targets: Vec<(String, String)>,
+    root: Option<String>,
+    stop: Arc<AtomicBool>,
+    excused: Arc<AtomicBool>,
+) -> Stats {
     let mut stats =
         Stats { max_ms: targets.iter().map(|(t, _)| (t.clone(), 0)).collect(), ..Stats::default() };
     let client = match crate::gateway::client_builder(root.as_deref())
@@ -101,7 +119,9 @@ async fn probe(targets: Vec<(String, String)>, root: Option<String>, stop: Arc<A
                 Ok(r) => Some(format!("{} after {} ms", r.status(), took.as_millis())),
                 Err(e) => Some(format!("{} after {} ms", short_error(&e), took.as_millis())),
             };
-            if let Some(f) = failure {
+            if failure.is_some() && excused.load(Ordering::SeqCst) {
+                stats.excused += 1;
+            } else if let Some(f) = failure {
                 stats.failures += 1;
                 if stats.examples.len() < 5 {
                     stats.examples.push(format!("{label} at {:.1}s: {f}", started.elapsed().as_secs_f64()));

@@ -24,7 +24,7 @@ type Scenario<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// Every scenario, in order, with its time budget in seconds (a scenario
 /// that overruns it has hung).
-const SCENARIOS: [(&str, u64); 10] = [
+const SCENARIOS: [(&str, u64); 11] = [
     ("issuer-cold-start", 60),
     ("issuer-outages", 120),
     ("issuer-slow", 60),
@@ -35,6 +35,7 @@ const SCENARIOS: [(&str, u64); 10] = [
     ("connections", 60),
     ("connections-tls", 60),
     ("connections-per-ip", 60),
+    ("connections-fd-limit", 60),
 ];
 
 fn scenario<'a>(name: &str, r: &'a Report, s: &'a Secrets) -> Scenario<'a> {
@@ -49,6 +50,7 @@ fn scenario<'a>(name: &str, r: &'a Report, s: &'a Secrets) -> Scenario<'a> {
         "connections" => Box::pin(connections::plain(r, s)),
         "connections-tls" => Box::pin(connections::tls(r, s)),
         "connections-per-ip" => Box::pin(connections::per_ip(r, s)),
+        "connections-fd-limit" => Box::pin(connections::fd_limit(r, s)),
         other => Box::pin(std::future::ready(Err(anyhow::anyhow!("no scenario {other}")))),
     }
 }
@@ -94,7 +96,7 @@ pub struct Run<'a> {
     pub client: reqwest::Client,
     pub signer: Signer,
     pub load: Load,
-    health: Prober,
+    pub health: Prober,
     baseline_kib: u64,
 }
 

@@ -189,3 +189,70 @@ pub async fn per_ip(r: &Report, secrets: &Secrets) -> anyhow::Result<()> {
     run.finish("after the per-address flood").await;
     Ok(())
 }
+
+/// The gateway runs out of file descriptors (an open-files limit of 256 and
+/// 400 silent connections, the rest waiting in the listen backlog): the
+/// accept loop must back off (one warning per streak, not one per failed
+/// accept), survive, reap the silent connections by itself and serve again
+/// while the attackers still hold their sockets.
+pub async fn fd_limit(r: &Report, secrets: &Secrets) -> anyhow::Result<()> {
+    const NOFILE: u32 = 256;
+    const RECOVERY: Duration = Duration::from_secs(12);
+    let spec = Spec { nofile: Some(NOFILE), ..Spec::default() };
+    let run = Run::begin(r, &spec, secrets, hs_sessions(secrets, 0, 20)?, &[], true).await?;
+    let fds = run.gw.fd_count()?;
+    let warnings_before = run.gw.log_count("accept failed");
+    // New connections wait in the backlog while no descriptor is free.
+    run.health.excuse(true);
+    let flood = tokio::spawn(
+        Flood {
+            target: run.gw.public,
+            plan: vec![(Kind::Silent, 400)],
+            first_source: Ipv4Addr::new(127, 0, 4, 2),
+            per_source: 50,
+            window: RECOVERY + MARGIN * 2,
+            tls: None,
+        }
+        .run(),
+    );
+    // Out of descriptors once the gateway holds nearly its limit.
+    let exhausted = until(Duration::from_secs(5), || {
+        std::future::ready(run.gw.fd_count().unwrap_or(0) + 8 >= NOFILE as usize)
+    })
+    .await;
+    r.check(
+        "the flood exhausts the gateway's file descriptors",
+        exhausted.is_some(),
+        took(exhausted, Duration::from_secs(5)),
+    );
+    let healthz = [run.gw.url("/healthz"), run.gw.admin_url("/healthz")];
+    let client =
+        run.gw.client_builder()?.pool_max_idle_per_host(0).timeout(Duration::from_secs(1)).build()?;
+    let recovered = until(RECOVERY, || async {
+        for url in &healthz {
+            if !client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    run.health.excuse(false);
+    r.check(
+        "while the attackers still hold their sockets, the gateway reaps them and both listeners answer again",
+        recovered.is_some() && !run.gw.exited(),
+        took(recovered, RECOVERY),
+    );
+    let tally = flood.await?;
+    let t = tally.get(&Kind::Silent).cloned().unwrap_or_default();
+    r.note(format!("flood: {}", t.summary()));
+    let warnings = run.gw.log_count("accept failed") - warnings_before;
+    r.check(
+        "the accept loop backs off while out of descriptors (a few `accept failed` lines, not one per attempt)",
+        warnings <= 10,
+        format!("{warnings} lines"),
+    );
+    fds_back(r, &run, fds).await;
+    run.finish("after running out of file descriptors").await;
+    Ok(())
+}
