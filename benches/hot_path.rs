@@ -113,7 +113,7 @@ fn parse(c: &mut Criterion) {
     g.bench_function("form_batch10", |b| {
         b.iter(|| {
             let f = parse_form(black_box(batch.as_bytes())).unwrap();
-            black_box(f.batch_channels().unwrap().len());
+            black_box(f.batch_channels(50).unwrap().len());
         })
     });
     let json = br#"{"socket_id":"123456.7654321","channel_name":"private-user-user-0000042"}"#;

@@ -3,10 +3,13 @@
 //! - the admin API under `/admin/`, with `Authorization: Bearer <admin
 //!   token>` compared in constant time: terminate a user (REST
 //!   `terminate_connections` + a revocation), and manage revocations;
-//! - the publish proxy, `/apps/{app_id}/events` and `/batch_events`,
-//!   authenticated the way the Pusher REST API is, with a local credential.
+//! - the publish proxy: the Pusher REST API as the official server SDKs
+//!   call it (`/apps/{id}/…`, and `/users/{id}/terminate_connections`),
+//!   authenticated with a local credential (see [`crate::publish`]); every
+//!   request to it, forwarded or refused, is one audit line.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -26,8 +29,8 @@ fn error(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
     json_response(status, json!({"error": message, "reason": reason}).to_string())
 }
 
-/// Handles one admin-listener request.
-pub async fn handle<B>(rt: &Runtime, req: Request<B>) -> Response<Body>
+/// Handles one admin-listener request from `peer`.
+pub async fn handle<B>(rt: &Runtime, peer: SocketAddr, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -35,11 +38,8 @@ where
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let gw = rt.gateway();
-    if let Some(endpoint) = crate::publish::route(&path, &gw.app_id) {
-        if parts.method != Method::POST {
-            return method_not_allowed("POST");
-        }
-        return publish(&gw, endpoint, &path, parts.uri.query().unwrap_or(""), body).await;
+    if crate::publish::is_proxy_path(&path) {
+        return publish(rt, &gw, peer, &parts, body).await;
     }
     if path.starts_with("/admin/") {
         return admin_api(rt, &gw, &parts, &path, body).await;
@@ -86,47 +86,180 @@ where
     }
 }
 
+/// The outcome of a publish-proxy request, for its audit line.
+struct RestOutcome<'a> {
+    endpoint: &'static str,
+    /// Whether the request was sent to the Pusher API (refusals never are).
+    forwarded: bool,
+    key: Option<&'a str>,
+    reason: &'a str,
+    upstream_status: Option<u16>,
+}
+
+fn rest_audit(
+    rt: &Runtime,
+    request_id: &str,
+    peer: SocketAddr,
+    method: &Method,
+    started: Instant,
+    outcome: &RestOutcome<'_>,
+    resp: &Response<Body>,
+) {
+    let forwarded = outcome.forwarded;
+    if !forwarded {
+        tracing::info!(
+            request_id,
+            endpoint = outcome.endpoint,
+            key = outcome.key.unwrap_or(""),
+            status = resp.status().as_u16(),
+            reason = outcome.reason,
+            "publish proxy: refused; nothing forwarded"
+        );
+    }
+    rt.audit.record(&crate::audit::RestEvent {
+        ts: crate::audit::now_rfc3339(),
+        event: "rest",
+        request_id,
+        client: Some(peer.ip()),
+        key: outcome.key,
+        method: method.as_str(),
+        endpoint: outcome.endpoint,
+        decision: if forwarded { "forward" } else { "refuse" },
+        reason: outcome.reason,
+        status: resp.status().as_u16(),
+        upstream_status: outcome.upstream_status,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+}
+
+/// The publish proxy: route, verify the local signature, prepare, re-sign
+/// and forward, pass the answer back. One audit line either way.
 async fn publish<B>(
+    rt: &Runtime,
     gw: &Gateway,
-    endpoint: crate::publish::Endpoint,
-    path: &str,
-    query: &str,
+    peer: SocketAddr,
+    parts: &http::request::Parts,
     body: B,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let started = Instant::now();
+    let request_id = crate::http::request_id(&parts.headers);
+    let path = parts.uri.path();
+    let (resp, outcome) = publish_inner(gw, parts, body).await;
+    rest_audit(rt, &request_id, peer, &parts.method, started, &outcome, &resp);
+    if outcome.forwarded {
+        tracing::info!(
+            request_id,
+            endpoint = outcome.endpoint,
+            path,
+            status = resp.status().as_u16(),
+            "publish proxy: forwarded"
+        );
+    }
+    resp
+}
+
+async fn publish_inner<'a, B>(
+    gw: &'a Gateway,
+    parts: &http::request::Parts,
+    body: B,
+) -> (Response<Body>, RestOutcome<'a>)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let refused = |endpoint, key, r: crate::publish::Refusal| {
+        (
+            error(r.status, r.reason, &r.message),
+            RestOutcome { endpoint, key, forwarded: false, reason: r.reason, upstream_status: None },
+        )
+    };
+    let path = parts.uri.path();
+    let route = match crate::publish::route(path) {
+        Ok(r) => r,
+        Err(r) => return refused("unknown", None, r),
+    };
+    let endpoint = route.endpoint.as_str();
+    let method = route.endpoint.method();
+    if parts.method != method {
+        let allow = if method == Method::GET { "GET" } else { "POST" };
+        let outcome = RestOutcome {
+            endpoint,
+            key: None,
+            forwarded: false,
+            reason: "method_not_allowed",
+            upstream_status: None,
+        };
+        return (method_not_allowed(allow), outcome);
+    }
     let body = match read_body(body, crate::publish::MAX_BODY).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(resp) => {
+            let reason = if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "request_timeout"
+            };
+            let outcome =
+                RestOutcome { endpoint, key: None, forwarded: false, reason, upstream_status: None };
+            return (resp, outcome);
+        }
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let forward = match crate::publish::prepare(gw, endpoint, path, query, &body, now) {
-        Ok(b) => b,
-        Err(r) => {
-            tracing::info!(reason = r.reason, "publish refused");
-            return error(r.status, r.reason, &r.message);
+    let forward = match crate::publish::prepare(gw, &route, path, parts.uri.query().unwrap_or(""), &body, now)
+    {
+        Ok(f) => f,
+        Err((r, key)) => {
+            let key = key
+                .and_then(|k| gw.publish.as_ref()?.clients.iter().find(|c| c.key == k))
+                .map(|c| c.key.as_str());
+            return refused(endpoint, key, r);
         }
     };
+    let key = gw
+        .publish
+        .as_ref()
+        .and_then(|p| p.clients.iter().find(|c| c.key == forward.key))
+        .map(|c| c.key.as_str());
     let Some(api) = &gw.pusher_api else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no_api_url", "pusher.api_url is not configured");
+        let r = crate::publish::Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "no_api_url",
+            message: "pusher.api_url is not configured".into(),
+        };
+        return refused(endpoint, key, r);
     };
-    match api.post(path, forward).await {
+    match api.send(&method, &forward.path, &forward.params, forward.body).await {
         Ok(answer) => {
-            tracing::info!(status = answer.status.as_u16(), "event published");
             let mut resp = Response::new(http_body_util::Full::new(answer.body));
             *resp.status_mut() = answer.status;
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-            resp
-        }
-        Err(crate::upstream::UpstreamError::Timeout) => {
-            error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the Pusher API did not answer in time")
+            let content_type =
+                answer.content_type.unwrap_or_else(|| header::HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            let outcome = RestOutcome {
+                endpoint,
+                key,
+                forwarded: true,
+                reason: "",
+                upstream_status: Some(answer.status.as_u16()),
+            };
+            (resp, outcome)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "publish could not reach the Pusher API");
-            error(StatusCode::BAD_GATEWAY, "upstream_unreachable", "the Pusher API is unreachable")
+            tracing::warn!(error = %e, "publish proxy: the Pusher API could not be reached");
+            let (status, reason, message) = match e {
+                crate::upstream::UpstreamError::Timeout => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the Pusher API did not answer in time")
+                }
+                crate::upstream::UpstreamError::Unreachable(_) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_unreachable", "the Pusher API is unreachable")
+                }
+            };
+            let outcome = RestOutcome { endpoint, key, forwarded: true, reason, upstream_status: None };
+            (error(status, reason, message), outcome)
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::policy::{Policy, TokenValue};
 use crate::pusher::Signer;
 use crate::revocation::Revocations;
 use crate::secret::Secret;
-use crate::session::remote::{KeyStatus, RemoteKeys};
+use crate::session::remote::{FetchError, KeyStatus, RemoteKeys};
 use crate::session::{Authenticator, Claims, KeySet, TokenSource, Verifier};
 use crate::telemetry::{Metrics, ResultLabels};
 use crate::upstream::{HttpsClient, PusherApi, https_client};
@@ -64,6 +64,8 @@ pub struct Gateway {
     pub publish: Option<PublishSettings>,
     /// Webhook relay settings and its client.
     pub webhooks: Option<(WebhookSettings, HttpsClient)>,
+    /// The Pusher-protocol server signed for (`target:`), for lints.
+    pub target: Option<crate::policy::lint::Target>,
 }
 
 /// What a session derives from its verified claims: their CEL value,
@@ -224,9 +226,10 @@ impl Runtime {
                 if let Ok(mut w) = self.watched.lock() {
                     *w = watched;
                 }
-                spawn_key_refresh(&gateway);
+                spawn_key_refresh(&gateway, None);
                 self.metrics.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
                 tracing::info!(rules = gateway.policy.rules().len(), "configuration reloaded");
+                crate::diagnose::log_warnings(&gateway);
                 Ok(())
             }
             Err(e) => {
@@ -309,31 +312,50 @@ fn build(
         cors: config.cors,
         http: config.http,
         limits: RateLimits::new(&config.rate_limit),
+        target: config.target,
     };
     Ok((gateway, tls))
 }
 
 /// Starts the background refresh of each remote issuer that has none yet.
-/// A task holds only a weak reference: it ends when no gateway uses the
-/// key set any more (after a reload removed the issuer).
-fn spawn_key_refresh(gateway: &Gateway) {
+/// `fatal` (at startup only) hears of a configuration error that only a
+/// fetch can reveal: an OIDC discovery document naming another issuer than
+/// the configured one, before any key was ever loaded.
+fn spawn_key_refresh(gateway: &Gateway, fatal: Option<&tokio::sync::mpsc::Sender<String>>) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
     for (_, remote) in gateway.remote_issuers() {
         if !remote.claim_refresh_task() {
             continue;
         }
-        let weak: Weak<RemoteKeys> = Arc::downgrade(remote);
-        handle.spawn(async move {
-            loop {
-                let Some(remote) = weak.upgrade() else { return };
-                let wait = match remote.refresh().await {
-                    Ok(next) => next,
-                    Err((_, retry)) => retry,
-                };
-                drop(remote);
-                tokio::time::sleep(wait).await;
+        handle.spawn(keep_keys_fresh(Arc::downgrade(remote), fatal.cloned()));
+    }
+}
+
+/// The background refresh of one issuer's keys: fetches when the key set's
+/// schedule says so (before the issuer's Cache-Control lifetime ends; while
+/// stale or never fetched, every 1–10 s with backoff) and sleeps otherwise,
+/// woken early whenever the schedule changes (a refetch elsewhere) or the
+/// key set is dropped. The task holds only a weak reference while it
+/// sleeps: it ends when no gateway uses the key set any more.
+async fn keep_keys_fresh(weak: Weak<RemoteKeys>, fatal: Option<tokio::sync::mpsc::Sender<String>>) {
+    loop {
+        let Some(remote) = weak.upgrade() else { return };
+        let wait = remote.until_next_attempt();
+        if wait.is_zero() {
+            if let Err((e @ FetchError::IssuerMismatch { .. }, _)) = remote.refresh().await
+                && !remote.is_loaded()
+                && let Some(fatal) = &fatal
+            {
+                let _ = fatal.try_send(e.to_string());
             }
-        });
+            continue;
+        }
+        let wake = remote.waker();
+        drop(remote);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
@@ -405,7 +427,7 @@ impl App {
     /// Serves the public listener only, until `shutdown` (for tests and
     /// embedding); see [`App::run`] for the full lifecycle.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.run(listener, None, shutdown).await;
+        let _ = self.run(listener, None, shutdown).await;
     }
 
     /// Runs until `shutdown` resolves: fetches issuer keys, serves the
@@ -413,15 +435,22 @@ impl App {
     /// readiness turns false, `shutdown_delay` passes (load balancers
     /// notice), the public listener stops accepting and open requests
     /// finish within `shutdown_grace`; then the admin listener closes.
+    ///
+    /// A configuration error that only the first fetch of an issuer's keys
+    /// can reveal (its discovery document names another issuer) stops the
+    /// server the same way and is returned, for exit code 78.
     pub async fn run(
         self,
         public: TcpListener,
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
-    ) {
+    ) -> Result<(), String> {
         let rt = self.runtime;
         let mut tasks = Vec::new();
-        spawn_key_refresh(&rt.gateway());
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(4);
+        spawn_key_refresh(&rt.gateway(), Some(&fatal_tx));
+        drop(fatal_tx);
+        let fatal = Arc::new(std::sync::OnceLock::<String>::new());
         rt.revocations.start();
         // Keeps rate-limiter memory bounded: buckets that refilled are dropped.
         let weak = Arc::downgrade(&rt);
@@ -449,8 +478,15 @@ impl App {
 
         let http = rt.gateway().http.clone();
         let drain_rt = rt.clone();
+        let fatal_seen = fatal.clone();
         let public_shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                Some(message) = fatal_rx.recv() => {
+                    tracing::error!(error = %message, "configuration error; stopping");
+                    let _ = fatal_seen.set(message);
+                }
+            }
             drain_rt.start_draining();
             tracing::info!(delay = ?http.shutdown_delay, grace = ?http.shutdown_grace, "shutting down: not ready");
             tokio::time::sleep(http.shutdown_delay).await;
@@ -462,6 +498,10 @@ impl App {
         }
         for t in tasks {
             t.abort();
+        }
+        match Arc::try_unwrap(fatal).ok().and_then(std::sync::OnceLock::into_inner) {
+            Some(message) => Err(message),
+            None => Ok(()),
         }
     }
 }

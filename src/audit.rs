@@ -1,9 +1,13 @@
-//! Audit events: one JSON line per decision, to stdout, stderr or a file.
+//! Audit events: one JSON line per decision, and one per request to the
+//! publish proxy, to stdout, stderr or a file.
 //!
 //! Invariants:
-//! - an event carries the request id, client address, user (`sub`),
+//! - a decision event carries the request id, client address, user (`sub`),
 //!   channel, rule, decision, reason code, latency and shadow-rule outcomes —
 //!   never a token, a secret or the claim set;
+//! - a publish-proxy event (`"event":"rest"`) carries the local key, the
+//!   endpoint, forwarded or refused with the reason, and the statuses — never
+//!   a signature, a secret or event data;
 //! - writing never blocks a request: events go through a bounded queue to a
 //!   writer thread; when the queue is full the event is dropped and counted
 //!   (`channelgate_audit_dropped_total`).
@@ -70,6 +74,42 @@ pub struct ShadowOutcome<'a> {
     pub reason: &'a str,
 }
 
+/// One request to the publish proxy (the REST API an official server SDK
+/// calls on the admin listener), as logged.
+#[derive(Debug, Serialize)]
+pub struct RestEvent<'a> {
+    /// RFC 3339 time.
+    pub ts: String,
+    /// Always `"rest"`.
+    pub event: &'static str,
+    /// The request id (also in the `X-Request-Id` response header).
+    pub request_id: &'a str,
+    /// Peer address on the admin listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<std::net::IpAddr>,
+    /// The local `auth_key`, once its signature verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+    /// HTTP method.
+    pub method: &'a str,
+    /// `events`, `batch_events`, `channels`, `channel`, `channel_users`,
+    /// `terminate_user_connections`, or `unknown`.
+    pub endpoint: &'static str,
+    /// `forward` (sent to the Pusher API, or attempted: see `reason`) or
+    /// `refuse` (answered by channelgate, nothing sent).
+    pub decision: &'static str,
+    /// Reason code: empty when forwarded and answered; the refusal's, or
+    /// `upstream_timeout` / `upstream_unreachable`.
+    pub reason: &'a str,
+    /// The status answered to the SDK.
+    pub status: u16,
+    /// The Pusher API's status, when forwarded and answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Time spent on the request, in microseconds.
+    pub latency_us: u64,
+}
+
 /// The audit sink.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -128,8 +168,8 @@ impl Audit {
         self.writer.is_some()
     }
 
-    /// Records an event (never blocks).
-    pub fn record(&self, event: &Event<'_>) {
+    /// Records an event ([`Event`] or [`RestEvent`]; never blocks).
+    pub fn record<E: Serialize>(&self, event: &E) {
         let Some(tx) = self.writer.as_ref().and_then(|w| w.tx.as_ref()) else { return };
         // One allocation for a typical line (serde_json starts at 128 bytes).
         let mut buf = Vec::with_capacity(384);

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `test`, `explain`, `token`.
+//! The command line: `serve`, `check`, `test`, `explain`, `token`, `health`.
 //!
 //! Exit codes (DESIGN §10): 0 ok, 1 test or check failures (and runtime
 //! failures such as a port in use), 2 usage errors, 78 invalid config.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, EXIT_CONFIG, Mode};
@@ -18,9 +18,28 @@ use crate::policy::{Decision, Policy, Request, Trace, testing};
 use crate::pusher::{ChannelName, SocketId};
 use crate::session::KeySet;
 
+/// Exit code of a usage error (as clap's own).
+const EXIT_USAGE: u8 = 2;
+
+const TOP_HELP: &str = "\
+Examples:
+  channelgate serve -c examples/quickstart/channelgate.yaml
+  channelgate check -c channelgate.yaml --fetch
+  channelgate test policies/
+  channelgate explain -c channelgate.yaml --claims claims.json --channel presence-room-42
+  channelgate token -c examples/quickstart/channelgate.yaml --sub alice --claim 'rooms=[\"42\"]'
+  channelgate health --url http://127.0.0.1:8080/healthz
+
+Exit codes:
+  0   ok
+  1   check warnings or failed --fetch, failed tests, explain refused, health not ok,
+      runtime failures (a port in use)
+  2   usage errors
+  78  invalid configuration or policies (every error is printed with file:line)";
+
 /// channelgate: the Pusher auth endpoint, done once and done right.
 #[derive(Debug, Parser)]
-#[command(name = "channelgate", version, about)]
+#[command(name = "channelgate", version, about, after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +47,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the auth endpoints.
+    /// Serve the auth endpoints until SIGTERM or SIGINT, then drain.
+    #[command(after_help = concat!(
+        "Example:\n  channelgate serve -c /etc/channelgate/channelgate.yaml --log-format json\n\n",
+        "Exit codes: 0 after a graceful shutdown, 1 runtime failure (a port in use),\n",
+        "78 invalid configuration. Logs go to stderr; RUST_LOG sets the level."
+    ))]
     Serve {
         #[command(flatten)]
         config: ConfigArg,
@@ -36,40 +60,78 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CHANNELGATE_LOG_FORMAT")]
         log_format: LogFormat,
     },
-    /// Validate the config and the policies without serving.
+    /// Validate the config and the policies without serving; print warnings.
+    #[command(after_help = concat!(
+        "Examples:\n  channelgate check -c channelgate.yaml\n",
+        "  channelgate check -c channelgate.yaml --fetch   # also fetch the issuers' keys once\n\n",
+        "Exit codes: 0 valid with no warning, 1 warnings (lints, no issuer/audience) or a\n",
+        "failed --fetch, 78 invalid configuration or policies."
+    ))]
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also fetch each remote issuer's keys (OIDC discovery, JWKS) once
+        /// and report, so a wrong URL or CA shows before `serve`.
+        #[arg(long)]
+        fetch: bool,
     },
     /// Run policy tests (`*.test.yaml`).
+    #[command(after_help = concat!(
+        "A folder holding policy files is one policy set, tested with the *.test.yaml\n",
+        "files beside them; a folder of such folders runs each set with its own tests.\n\n",
+        "Examples:\n  channelgate test policies/\n  channelgate test policies/chat/chat.test.yaml\n",
+        "  channelgate test -c channelgate.yaml   # the config's policies\n\n",
+        "Exit codes: 0 every test passed, 1 a test failed (or none ran, or a set does\n",
+        "not compile), 2 usage errors, 78 invalid configuration."
+    ))]
     Test {
         /// Config file, for the policy folder and the presence size limit.
-        #[arg(long, env = "CHANNELGATE_CONFIG")]
+        #[arg(long, short, env = "CHANNELGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Policy folders, policy files or test files (default: the config's policies).
         paths: Vec<PathBuf>,
     },
     /// Show how the policy decides one channel (or sign-in) for some claims.
+    #[command(
+        group(ArgGroup::new("session").required(true).args(["claims", "token"])),
+        group(ArgGroup::new("request").required(true).args(["channel", "signin"])),
+        after_help = concat!(
+            "Give the claims (--claims FILE or --token JWT) and what to decide (--channel NAME\n",
+            "or --signin).\n\n",
+            "Example:\n  echo '{\"sub\": \"alice\", \"rooms\": [\"42\"]}' > claims.json\n",
+            "  channelgate explain -c channelgate.yaml --claims claims.json --channel presence-room-42\n\n",
+            "Exit codes: 0 allowed, 1 refused (with the status the server would send),\n",
+            "2 usage errors, 78 invalid configuration."
+        )
+    )]
     Explain {
         #[command(flatten)]
         config: ConfigArg,
-        /// A JSON file of claims (taken as verified).
-        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        /// A JSON file holding the claims as an object, taken as verified.
+        #[arg(long, value_name = "FILE")]
         claims: Option<PathBuf>,
-        /// A JWT, verified with the config's keys first.
-        #[arg(long)]
+        /// A JWT, verified with the config's keys first (remote keys are fetched).
+        #[arg(long, value_name = "JWT")]
         token: Option<String>,
         /// The channel to decide.
-        #[arg(long, required_unless_present = "signin")]
+        #[arg(long, value_name = "NAME")]
         channel: Option<String>,
         /// Decide sign-in (`pusher.signin()`) instead of a channel.
-        #[arg(long, conflicts_with = "channel")]
+        #[arg(long)]
         signin: bool,
         /// The socket id to sign for.
         #[arg(long, default_value = "1234.5678")]
         socket_id: String,
     },
     /// Mint a development HS256 token (only with `mode: development`).
+    #[command(after_help = concat!(
+        "Example:\n  channelgate token -c examples/quickstart/channelgate.yaml --sub alice \\\n",
+        "      --claim name=Alice --claim 'rooms=[\"42\"]' --ttl 2h\n\n",
+        "A claim value is JSON when it parses as JSON (42, true, [\"a\"], {\"k\": 1});\n",
+        "anything else is a string. A value that starts like JSON ([, {, \") but does not\n",
+        "parse is an error.\n\n",
+        "Exit codes: 0 printed a token, 2 usage errors, 78 not a development config."
+    ))]
     Token {
         #[command(flatten)]
         config: ConfigArg,
@@ -82,6 +144,21 @@ enum Command {
         /// Lifetime.
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
+    },
+    /// Ask a running gateway whether it is healthy (for container health checks).
+    #[command(after_help = concat!(
+        "Examples:\n  channelgate health                                   # $CHANNELGATE_HEALTH_URL\n",
+        "  channelgate health --url http://127.0.0.1:9090/readyz   # the admin listener\n\n",
+        "Exit codes: 0 the URL answered 2xx, 1 anything else (refused, timeout, 503),\n",
+        "2 usage errors."
+    ))]
+    Health {
+        /// The URL to GET; healthy when it answers 2xx.
+        #[arg(long, env = "CHANNELGATE_HEALTH_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s")]
+        timeout: humantime::Duration,
     },
 }
 
@@ -103,7 +180,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => serve(&config.config, log_format),
-        Command::Check { config } => check(&config.config),
+        Command::Check { config, fetch } => check(&config.config, fetch),
         Command::Test { config, paths } => test(config.as_deref(), &paths),
         Command::Explain { config, claims, token, channel, signin, socket_id } => explain(
             &config.config,
@@ -114,6 +191,7 @@ pub fn main() -> ExitCode {
             &socket_id,
         ),
         Command::Token { config, sub, claims, ttl } => token(&config.config, &sub, &claims, ttl.into()),
+        Command::Health { url, timeout } => health(&url, timeout.into()),
     }
 }
 
@@ -211,10 +289,18 @@ fn serve_on(runtime: &tokio::runtime::Runtime, app: App) -> ExitCode {
             gw.http.auth_path,
             gw.http.user_auth_path
         );
+        crate::diagnose::log_warnings(&gw);
         drop(gw);
-        app.run(listener, admin, shutdown_signal()).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        match app.run(listener, admin, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
     })
 }
 
@@ -240,7 +326,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, fetch: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -250,31 +336,80 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     let target = config.target;
-    match App::from_config(config) {
-        Ok(app) => {
-            let gw = app.gateway();
-            let findings = crate::policy::lint::lint(&gw.policy, target);
-            for f in &findings {
-                eprintln!("{f}");
-            }
-            let rules = gw.policy.rules().len();
-            if !findings.is_empty() {
-                eprintln!("{} warning(s) in {}", findings.len(), path.display());
-                return ExitCode::FAILURE;
-            }
-            println!(
-                "ok: {} is valid ({rules} rule(s), sign-in {})",
-                path.display(),
-                if gw.policy.signin_enabled() { "enabled" } else { "disabled" }
-            );
-            ExitCode::SUCCESS
-        }
+    let issuer_warnings = crate::diagnose::issuer_warnings(&config.issuers);
+    let app = match App::from_config(config) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("{e}");
             eprintln!("{} error(s)", e.0.len());
-            ExitCode::from(EXIT_CONFIG)
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let gw = app.gateway();
+    for w in &issuer_warnings {
+        eprintln!("warning: {w}");
+    }
+    let findings = crate::policy::lint::lint(&gw.policy, target);
+    for f in &findings {
+        eprintln!("{f}");
+    }
+    let fetch_failures = if fetch { fetch_keys(&gw) } else { 0 };
+    let warnings = issuer_warnings.len() + findings.len();
+    if warnings > 0 || fetch_failures > 0 {
+        let mut what = Vec::new();
+        if warnings > 0 {
+            what.push(format!("{warnings} warning(s)"));
+        }
+        if fetch_failures > 0 {
+            what.push(format!("{fetch_failures} failed fetch(es)"));
+        }
+        eprintln!("{} in {}", what.join(" and "), path.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "ok: {} is valid ({} rule(s), sign-in {})",
+        path.display(),
+        gw.policy.rules().len(),
+        if gw.policy.signin_enabled() { "enabled" } else { "disabled" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// Fetches each remote issuer's keys once, printing the outcome; returns
+/// the number of failures.
+fn fetch_keys(gw: &crate::app::Gateway) -> usize {
+    let remotes: Vec<_> = gw.remote_issuers().collect();
+    if remotes.is_empty() {
+        println!(
+            "fetch:    no issuer fetches its keys (they come from `secret`, `public_key` or `jwks_file`)"
+        );
+        return 0;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return remotes.len();
+        }
+    };
+    let mut failures = 0;
+    for (issuer, remote) in remotes {
+        let who = issuer.map_or_else(String::new, |i| format!(" (issuer {i})"));
+        let result = rt.block_on(remote.refresh());
+        let status = remote.status();
+        match result {
+            Ok(_) => println!("fetch:    {}{who}: ok, {} key(s)", status.source, status.keys),
+            Err((e, _)) => {
+                failures += 1;
+                eprintln!(
+                    "error: fetching the keys of {}{who} failed: {}",
+                    status.source,
+                    crate::diagnose::with_fetch_hint(e.to_string())
+                );
+            }
         }
     }
+    failures
 }
 
 fn test(config: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
@@ -290,61 +425,112 @@ fn test(config: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
             Some(p) => vec![p],
             None => {
                 eprintln!("error: give policy paths or --config");
-                return ExitCode::from(2);
+                return ExitCode::from(EXIT_USAGE);
             }
         }
     } else {
         paths.to_vec()
     };
+    // Everything is reported on stdout, in order, so load errors come
+    // before the summary however the output is captured.
     let (mut passed, mut failed) = (0usize, 0usize);
     for target in &targets {
-        // A test file tests the policies of its folder.
-        let policy_path = if testing::test_files(target).first() == Some(target) {
-            target.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
-        } else {
-            target.clone()
-        };
-        let policy = match Policy::load(&policy_path, max_member_bytes) {
-            Ok(p) => p,
-            Err(errors) => {
-                for e in &errors {
-                    eprintln!("error: {e}");
-                }
+        let sets = match policy_sets(target) {
+            Ok(sets) => sets,
+            Err(e) => {
+                println!("error: {e}");
                 failed += 1;
                 continue;
             }
         };
-        let files = testing::test_files(target);
-        if files.is_empty() {
-            eprintln!("warning: no *.test.yaml for {}", target.display());
-        }
-        for file in files {
-            match testing::run_file(&policy, &file) {
-                Ok(outcomes) => {
-                    for o in outcomes {
-                        match &o.failure {
-                            None => {
-                                passed += 1;
-                                println!("ok    {}:{}  {}", o.file.display(), o.line, o.name);
-                            }
-                            Some(why) => {
-                                failed += 1;
-                                println!("FAIL  {}:{}  {}: {why}", o.file.display(), o.line, o.name);
+        for (policy_path, files) in sets {
+            let policy = match Policy::load(&policy_path, max_member_bytes) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("error: {e}");
+                    }
+                    println!(
+                        "FAIL  {}: the policies do not compile ({} error(s) above)",
+                        policy_path.display(),
+                        errors.len()
+                    );
+                    failed += 1;
+                    continue;
+                }
+            };
+            if files.is_empty() {
+                println!("warning: no *.test.yaml beside {}", policy_path.display());
+            }
+            for file in files {
+                match testing::run_file(&policy, &file) {
+                    Ok(outcomes) => {
+                        for o in outcomes {
+                            match &o.failure {
+                                None => {
+                                    passed += 1;
+                                    println!("ok    {}:{}  {}", o.file.display(), o.line, o.name);
+                                }
+                                Some(why) => {
+                                    failed += 1;
+                                    println!("FAIL  {}:{}  {}: {why}", o.file.display(), o.line, o.name);
+                                }
                             }
                         }
                     }
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        eprintln!("error: {e}");
+                    Err(errors) => {
+                        for e in &errors {
+                            println!("error: {e}");
+                        }
+                        failed += 1;
                     }
-                    failed += 1;
                 }
             }
         }
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The policy sets a path names, each with its test files: a test file
+/// (the policies of its folder), a policy file (with `x.test.yaml` beside
+/// it), a folder holding policy files (with its `*.test.yaml`), or a folder
+/// of such folders (each, at any depth, a set of its own).
+fn policy_sets(target: &Path) -> Result<Vec<(PathBuf, Vec<PathBuf>)>, String> {
+    if !target.exists() {
+        return Err(format!("{}: no such file or folder", target.display()));
+    }
+    if target.is_file() {
+        if testing::test_files(target).first().map(PathBuf::as_path) == Some(target) {
+            let folder = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return Ok(vec![(folder.to_owned(), vec![target.to_owned()])]);
+        }
+        return Ok(vec![(target.to_owned(), testing::test_files(target))]);
+    }
+    let mut sets = Vec::new();
+    collect_sets(target, 0, &mut sets);
+    if sets.is_empty() {
+        return Err(format!(
+            "{}: no policy file (*.yaml) in this folder or its subfolders",
+            target.display()
+        ));
+    }
+    Ok(sets)
+}
+
+fn collect_sets(dir: &Path, depth: usize, sets: &mut Vec<(PathBuf, Vec<PathBuf>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    if paths.iter().any(|p| crate::policy::is_policy_file(p)) {
+        sets.push((dir.to_owned(), testing::test_files(dir)));
+        return;
+    }
+    if depth < 8 {
+        for p in paths.iter().filter(|p| p.is_dir()) {
+            collect_sets(p, depth + 1, sets);
+        }
+    }
 }
 
 fn explain(
@@ -364,36 +550,66 @@ fn explain(
         (Some(file), _) => {
             let parsed = std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| {
                 serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("not a JSON object of claims: {e}"))
             });
             match parsed {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {}: {e}", file.display());
-                    return ExitCode::from(2);
+                    eprintln!("error: --claims {}: {e}", file.display());
+                    eprintln!(
+                        "  hint: the file holds the token's claims as a JSON object, e.g.\n    \
+                         echo '{{\"sub\": \"alice\", \"rooms\": [\"42\"]}}' > {}",
+                        file.display()
+                    );
+                    return ExitCode::from(EXIT_USAGE);
                 }
             }
         }
-        (None, Some(token)) => match verify_for_explain(gw, token) {
-            Ok(c) => {
-                println!("token:    valid (would be accepted)");
-                c.as_map().clone()
+        (None, Some(token)) => {
+            let verified = verify_for_explain(gw, token);
+            for (issuer, remote) in gw.remote_issuers() {
+                let status = remote.status();
+                let who = issuer.map_or_else(String::new, |i| format!(" (issuer {i})"));
+                match (&status.last_error, status.loaded) {
+                    (None, _) => println!("keys:     {}{who}: {} key(s)", status.source, status.keys),
+                    (Some(e), true) => {
+                        println!(
+                            "keys:     {}{who}: {} key(s), stale; last fetch error: {e}",
+                            status.source, status.keys
+                        );
+                    }
+                    (Some(e), false) => {
+                        println!("keys:     {}{who}: none; last fetch error: {e}", status.source)
+                    }
+                }
             }
-            Err(e) => {
-                println!("token:    refused: {e} (reason {}); the request would get 401", e.reason());
-                return ExitCode::FAILURE;
+            match verified {
+                Ok(c) => {
+                    println!("token:    valid (would be accepted)");
+                    c.as_map().clone()
+                }
+                Err(e) => {
+                    let refusal = crate::http::error::ApiError::from_auth(e);
+                    println!(
+                        "token:    refused: {} (reason {}); the request would get {}",
+                        refusal.message(),
+                        refusal.reason(),
+                        refusal.status().as_u16()
+                    );
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         (None, None) => {
             eprintln!("error: give --claims or --token");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let socket = match SocketId::parse(socket_id) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: --socket-id: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let cel_token = TokenValue::from_claims(&claims);
@@ -450,8 +666,13 @@ fn explain(
                 }
             }
         }
-        Decision::Deny { reason, .. } => {
-            println!("decision: DENY ({}: {reason})", reason.code());
+        Decision::Deny { reason, rule } => {
+            let status = crate::http::error::ApiError::denied(&reason, rule.as_deref()).status();
+            println!(
+                "decision: DENY ({}: {reason}); the request would get {}",
+                reason.code(),
+                status.as_u16()
+            );
             ExitCode::FAILURE
         }
     }
@@ -500,10 +721,21 @@ fn token(path: &Path, sub: &str, extra: &[String], ttl: Duration) -> ExitCode {
     for kv in extra {
         let Some((k, v)) = kv.split_once('=') else {
             eprintln!("error: --claim `{kv}` is not NAME=VALUE");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         };
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
-        claims.insert(k.to_owned(), value);
+        match claim_value(v) {
+            Ok(value) => {
+                claims.insert(k.to_owned(), value);
+            }
+            Err(e) => {
+                eprintln!("error: --claim `{kv}`: {e}");
+                eprintln!(
+                    "  hint: write valid JSON (e.g. {k}='[\"42\"]'), or a JSON string for the text itself ({k}='\"{}\"')",
+                    v.replace('"', "\\\"")
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
     }
     let key = match jsonwebtoken::EncodingKey::from_secret(secret.expose()) {
         Ok(k) => k,
@@ -522,6 +754,79 @@ fn token(path: &Path, sub: &str, extra: &[String], ttl: Duration) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A `--claim` value: JSON when it parses as JSON, else a string. A value
+/// that starts like JSON (`[`, `{`, `"`) but does not parse is a mistake,
+/// not a string that happens to start with a bracket.
+fn claim_value(v: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(v) {
+        Ok(value) => Ok(value),
+        Err(e) if v.trim_start().starts_with(['[', '{', '"']) => {
+            Err(format!("`{v}` starts like JSON but does not parse: {e}"))
+        }
+        Err(_) => Ok(serde_json::Value::String(v.to_owned())),
+    }
+}
+
+/// `GET url`; healthy on 2xx. For container health checks (the distroless
+/// image has no shell, curl or wget).
+fn health(url: &str, timeout: Duration) -> ExitCode {
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: --url `{url}` is not a URL: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        eprintln!("error: --url `{url}` is not an http(s) URL");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unhealthy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = rt.block_on(async {
+        let client = crate::upstream::https_client(&[])?;
+        let req = http::Request::get(uri)
+            .header(http::header::USER_AGENT, concat!("channelgate-health/", env!("CARGO_PKG_VERSION")))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Ok(Ok(resp)) => Ok(resp.status()),
+        }
+    });
+    match outcome {
+        Ok(status) if status.is_success() => {
+            println!("healthy: {url} answered {}", status.as_u16());
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("unhealthy: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 /// Verifies a token for `explain`, fetching remote issuer keys first.

@@ -9,6 +9,8 @@
 //! `value:` secrets are refused unless `mode: development`.
 
 mod raw;
+#[cfg(test)]
+mod reference;
 mod validate;
 
 use std::fmt;
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::pusher::Signer;
+use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
 use crate::session::{IssuerSettings, TokenSource};
 use crate::yaml::SourceError;
@@ -125,14 +127,30 @@ pub struct RevocationSettings {
     pub session_claim: String,
 }
 
+/// One local credential of the publish proxy (`publish.clients[]`).
+#[derive(Debug, Clone)]
+pub struct PublishClient {
+    /// The local `auth_key` the app's server SDK signs with.
+    pub key: String,
+    /// The local secret.
+    pub secret: Secret,
+    /// The app id the SDK puts in its paths (`/apps/{id}/…`); `None`: the
+    /// real `pusher.app_id`. Requests are forwarded to the real app either way.
+    pub app_id: Option<String>,
+    /// The local master key the SDK seals `private-encrypted-*` payloads
+    /// with; channelgate opens them with it and re-seals with the real one.
+    pub master_key: Option<MasterKey>,
+}
+
 /// Publish proxy settings.
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
-    /// Local credentials an app's server SDK signs with (`key` → secret).
-    pub clients: Vec<(String, Secret)>,
+    /// Local credentials an app's server SDK signs with.
+    pub clients: Vec<PublishClient>,
     /// Upstream timeout per attempt.
     pub timeout: Duration,
-    /// Retries on connection failures and 503.
+    /// Retries when the Pusher API cannot be connected to (never once a
+    /// request may have reached it).
     pub retries: u32,
     /// Largest `data` of one event, in bytes.
     pub max_payload_bytes: usize,
@@ -149,6 +167,9 @@ pub struct WebhookSettings {
     pub max_age: Duration,
     /// Forwarding timeout.
     pub timeout: Duration,
+    /// The publish client whose key and secret re-sign forwarded webhooks
+    /// (`webhooks.sign_with`); `None` forwards the server's own headers.
+    pub sign_with: Option<(String, Secret)>,
 }
 
 /// Destination of audit events.
@@ -246,14 +267,19 @@ pub struct HttpSettings {
     pub user_auth_path: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers; for a new connection,
+    /// counted from accept (TCP, TLS handshake, HTTP/2 preface and settings)
+    /// to the first complete request head.
     pub header_read_timeout: Duration,
-    /// Time allowed for a whole request (body read and answer).
+    /// Time allowed to receive a request's body.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6
+    /// client's /64), trusted proxies exempt; 0: no per-address cap.
+    pub max_connections_per_ip: usize,
     /// Most channels in one batch request.
     pub max_batch_channels: usize,
     /// Largest request head (request line and headers), in bytes.
@@ -275,6 +301,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,
+            max_connections_per_ip: 256,
             max_batch_channels: 50,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),

@@ -88,7 +88,7 @@ pub fn service(
             async move {
                 match role {
                     Listener::Public => handle(rt, peer, req).await,
-                    Listener::Admin => Ok(crate::admin::handle(&rt, req).await),
+                    Listener::Admin => Ok(crate::admin::handle(&rt, peer, req).await),
                 }
             }
         })
@@ -275,7 +275,7 @@ pub(crate) fn readiness(rt: &Runtime) -> Response<Body> {
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
 /// else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
         && !v.is_empty()

@@ -16,6 +16,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod http;
 pub mod policy;
 pub mod publish;

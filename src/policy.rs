@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub use eval::{Decision, DenyReason, Request, ShadowResult, Trace, TraceStep};
 pub use value::TokenValue;
 
+pub(crate) use compile::is_policy_file;
+
 use self::pattern::Pattern;
 
 /// Default cap on a presence `channel_data` string, in bytes (Pusher's own
@@ -118,6 +120,12 @@ impl Policy {
     pub fn max_member_bytes(&self) -> usize {
         self.max_member_bytes
     }
+}
+
+/// The keys a policy file accepts (for the configuration reference test).
+#[cfg(test)]
+pub(crate) fn file_schema() -> Vec<crate::yaml::schema::Entry> {
+    crate::yaml::schema::entries::<raw::PolicyFile>()
 }
 
 impl std::fmt::Debug for Policy {

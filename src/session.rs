@@ -33,7 +33,7 @@ use std::fmt;
 pub use cache::{Authenticator, CacheSettings, Session};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
-pub use keys::{HmacKeys, JwksKeys, KeyError, KeySet, PemKey};
+pub use keys::{HmacKeys, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, parse_algorithm};
 
 /// Verified claims of a session token: the payload's JSON text (a JSON
 /// object whose members are all distinct), and the map of its members,

@@ -109,6 +109,17 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// Rate-limit refusals by scope.
     pub rate_limited: Family<ScopeLabels, Counter>,
+    /// Connections closed by the server before a first request: `per_ip`
+    /// (over `http.max_connections_per_ip`), `no_request` (no complete
+    /// request head within `http.header_read_timeout` of accept).
+    pub connections_closed: Family<ReasonLabels, Counter>,
+}
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl Metrics {
@@ -138,8 +149,14 @@ impl Metrics {
         registry.register("reloads", "Configuration reloads", reloads.clone());
         let rate_limited = Family::<ScopeLabels, Counter>::default();
         registry.register("rate_limited", "Requests refused by a rate limit", rate_limited.clone());
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the server closed before a first request (per-IP cap, no request in time)",
+            connections_closed.clone(),
+        );
         registry.register_collector(Box::new(RuntimeCollector(runtime)));
-        Self { registry, decisions, shadow, requests, latency, reloads, rate_limited }
+        Self { registry, decisions, shadow, requests, latency, reloads, rate_limited, connections_closed }
     }
 
     /// The text exposition (OpenMetrics).

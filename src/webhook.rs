@@ -2,8 +2,17 @@
 //! public listener; channelgate checks `X-Pusher-Key` and
 //! `X-Pusher-Signature` (HMAC-SHA256 of the raw body with the app secret,
 //! constant-time), refuses stale `time_ms`, and forwards only valid
-//! webhooks — raw body and those headers — to `webhooks.forward_to`. A
-//! forged webhook gets 401 and is never forwarded.
+//! webhooks, raw body unchanged, to `webhooks.forward_to`. A forged
+//! webhook gets 401 and is never forwarded.
+//!
+//! With `webhooks.sign_with: <publish client key>`, the forwarded webhook
+//! carries that local key as `X-Pusher-Key` and the HMAC of the same body
+//! with its local secret as `X-Pusher-Signature`, so the app validates it
+//! with its official SDK holding only local credentials (the SDKs' webhook
+//! checks are the key and that HMAC). Without it, the server's own headers
+//! are forwarded and the app would need the real secret to validate them.
+//! The body is never altered: encrypted-channel `client_event` payloads keep
+//! their ciphertext.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,6 +77,19 @@ pub fn verify(
     Ok(())
 }
 
+/// Lowercase-hex HMAC-SHA256 of `body` with a local secret.
+fn local_hmac_hex(secret: &crate::secret::Secret, body: &[u8]) -> String {
+    use hmac::Mac;
+    match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose()) {
+        Ok(mut mac) => {
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length.
+        Err(_) => String::new(),
+    }
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -80,9 +102,19 @@ pub fn now_ms() -> u64 {
 pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> StatusCode {
     let Some((settings, client)) = &gw.webhooks else { return StatusCode::NOT_FOUND };
     let mut fwd: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    for name in ["x-pusher-key", "x-pusher-signature"] {
-        if let Some(v) = header(headers, name) {
-            fwd.push((name, v));
+    let local_signature;
+    match &settings.sign_with {
+        Some((key, secret)) => {
+            local_signature = local_hmac_hex(secret, &body);
+            fwd.push(("x-pusher-key", key));
+            fwd.push(("x-pusher-signature", &local_signature));
+        }
+        None => {
+            for name in ["x-pusher-key", "x-pusher-signature"] {
+                if let Some(v) = header(headers, name) {
+                    fwd.push((name, v));
+                }
+            }
         }
     }
     match crate::upstream::post(client, settings.forward_to.as_str(), &fwd, body, settings.timeout, 0).await {

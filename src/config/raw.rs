@@ -85,6 +85,10 @@ pub(crate) struct Publish {
 pub(crate) struct PublishClient {
     pub(crate) key: Spanned<String>,
     pub(crate) secret: Spanned<SecretSource>,
+    #[serde(default)]
+    pub(crate) app_id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) encryption_master_key: Option<Spanned<SecretSource>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +101,8 @@ pub(crate) struct Webhooks {
     pub(crate) max_age: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) sign_with: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +324,8 @@ pub(crate) struct Http {
     pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) max_connections: Option<usize>,
+    #[serde(default)]
+    pub(crate) max_connections_per_ip: Option<usize>,
     #[serde(default)]
     pub(crate) max_batch_channels: Option<usize>,
     #[serde(default)]

@@ -10,8 +10,8 @@ use serde_saphyr::Spanned;
 
 use super::raw::{self, SecretSource};
 use super::{
-    AuditTo, Config, Cors, HttpSettings, Mode, OnStoreError, PublishSettings, Rate, RateLimitSettings,
-    RevocationSettings, RevocationStore, TlsFiles, WebhookSettings,
+    AuditTo, Config, Cors, HttpSettings, Mode, OnStoreError, PublishClient, PublishSettings, Rate,
+    RateLimitSettings, RevocationSettings, RevocationStore, TlsFiles, WebhookSettings,
 };
 use crate::policy::DEFAULT_MAX_MEMBER_BYTES;
 use crate::policy::lint::Target;
@@ -296,6 +296,9 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         if let Some(n) = h.max_connections {
             http.max_connections = n.max(1);
         }
+        if let Some(n) = h.max_connections_per_ip {
+            http.max_connections_per_ip = n;
+        }
         http.header_read_timeout =
             cx.duration("http.header_read_timeout", &h.header_read_timeout, http.header_read_timeout);
         http.request_timeout = cx.duration("http.request_timeout", &h.request_timeout, http.request_timeout);
@@ -343,18 +346,80 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
     }
     let revocation = revocation(&mut cx, raw.revocation.as_ref());
     let publish = raw.publish.as_ref().map(|p| {
-        let mut clients = Vec::new();
+        let mut clients: Vec<PublishClient> = Vec::new();
         for c in &p.value.clients {
-            if c.key.value.is_empty() || c.key.value == p_key_value(&raw) {
+            if c.key.value.is_empty() || c.key.value.contains(':') || c.key.value == p_key_value(&raw) {
                 cx.hint(
                     &c.key,
-                    "publish client key must be non-empty and differ from pusher.key",
+                    "publish client key must be non-empty, hold no `:` and differ from pusher.key",
                     "use a local key of your own",
                 );
                 continue;
             }
+            if clients.iter().any(|known| known.key == c.key.value) {
+                cx.at(&c.key, format!("publish client key `{}` is listed twice", c.key.value));
+                continue;
+            }
+            let app_id = c.app_id.as_ref().and_then(|id| {
+                let valid = !id.value.is_empty()
+                    && id.value.len() <= 64
+                    && id.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if valid {
+                    Some(id.value.clone())
+                } else {
+                    cx.hint(
+                        id,
+                        format!(
+                            "publish client app_id `{}` must be 1 to 64 letters, digits, `-` or `_`",
+                            id.value
+                        ),
+                        "the Python SDK accepts digits only, e.g. \"424242\"",
+                    );
+                    None
+                }
+            });
+            let local_master = c.encryption_master_key.as_ref().and_then(|src| {
+                let bytes = cx.secret("publish.clients.encryption_master_key", src)?;
+                let text = String::from_utf8_lossy(bytes.expose()).trim().to_owned();
+                let key = match MasterKey::from_base64(&text) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        cx.hint(
+                            src,
+                            format!("publish.clients.encryption_master_key: {e}"),
+                            "generate one with `openssl rand -base64 32`",
+                        );
+                        return None;
+                    }
+                };
+                match &master_key {
+                    None if p_master_configured(&raw) => None,
+                    None => {
+                        cx.at(
+                            src,
+                            "a local encryption_master_key needs pusher.encryption_master_key \
+                             (the real key payloads are re-sealed with)",
+                        );
+                        None
+                    }
+                    Some(real) if real.same_key(&key) => {
+                        cx.hint(
+                            src,
+                            "publish client encryption_master_key is the real pusher.encryption_master_key",
+                            "give the app a local key of its own: the real one must never leave channelgate",
+                        );
+                        None
+                    }
+                    Some(_) => Some(key),
+                }
+            });
             if let Some(secret) = cx.secret("publish.clients.secret", &c.secret) {
-                clients.push((c.key.value.clone(), secret));
+                clients.push(PublishClient {
+                    key: c.key.value.clone(),
+                    secret,
+                    app_id,
+                    master_key: local_master,
+                });
             }
         }
         if clients.is_empty() {
@@ -398,8 +463,23 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
                 None
             }
         };
+        let sign_with = w.value.sign_with.as_ref().and_then(|name| {
+            let client = publish.as_ref().and_then(|p| p.clients.iter().find(|c| c.key == name.value));
+            match client {
+                Some(c) => Some((c.key.clone(), c.secret.clone())),
+                None => {
+                    cx.hint(
+                        name,
+                        format!("webhooks.sign_with `{}` is not a publish client key", name.value),
+                        "name one of publish.clients[].key: the app validates webhooks with that key and secret",
+                    );
+                    None
+                }
+            }
+        });
         Some(WebhookSettings {
             path,
+            sign_with,
             forward_to: forward_to?,
             max_age: cx.duration("webhooks.max_age", &w.value.max_age, Duration::from_secs(300)),
             timeout: cx.duration("webhooks.timeout", &w.value.timeout, Duration::from_secs(5)),
@@ -540,12 +620,12 @@ fn validate_issuers(
         }
         let mut algorithms = Vec::new();
         for a in &raw.algorithms {
-            match jsonwebtoken::Algorithm::from_str(&a.value) {
-                Ok(alg) => algorithms.push(alg),
-                Err(_) => cx.hint(
+            match crate::session::parse_algorithm(&a.value) {
+                Some(alg) => algorithms.push(alg),
+                None => cx.hint(
                     a,
                     format!("{label}.algorithms: `{}` is not supported", a.value),
-                    "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+                    "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA or Ed25519",
                 ),
             }
         }
@@ -629,7 +709,7 @@ fn validate_issuers(
                 cx.hint(
                     a,
                     format!("{label}.algorithms: `{}` cannot be verified with the configured key", a.value),
-                    "HS* needs `secret`; RS*/PS* an RSA key; ES256/ES384 an EC key; EdDSA an Ed25519 key",
+                    "HS* needs `secret`; RS*/PS* an RSA key; ES256/ES384 an EC key; EdDSA/Ed25519 an Ed25519 key",
                 );
             }
         }
@@ -711,7 +791,7 @@ fn remote_keys(
             return None;
         };
         match url::Url::parse(issuer) {
-            Ok(url) if fetchable(&url) => KeySource::Discovery(url),
+            Ok(url) if fetchable(&url) => KeySource::Discovery { issuer: issuer.to_owned(), url },
             _ => {
                 cx.hint(
                     jwt,
@@ -747,6 +827,12 @@ fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings
 
 fn p_key_value(raw: &raw::File) -> String {
     raw.pusher.value.key.value.clone()
+}
+
+/// Whether `pusher.encryption_master_key` is given (valid or not: an
+/// invalid one has its own error already).
+fn p_master_configured(raw: &raw::File) -> bool {
+    raw.pusher.value.encryption_master_key.is_some()
 }
 
 fn revocation(cx: &mut Ctx<'_>, raw: Option<&raw::Revocation>) -> RevocationSettings {

@@ -48,6 +48,19 @@ impl ApiError {
         ApiError::TooManyRequests { retry_after_secs: secs.max(1) }
     }
 
+    /// A session that could not be established: 401, except issuer keys
+    /// not fetched yet, which is no fault of the client's (503, retry).
+    pub fn from_auth(e: AuthError) -> Self {
+        match e {
+            AuthError::KeysUnavailable => ApiError::Unavailable {
+                reason: "jwks_unavailable",
+                message: e.to_string(),
+                retry_after_secs: 5,
+            },
+            e => ApiError::Unauthorized(e),
+        }
+    }
+
     /// 400 from a protocol parse error.
     pub fn protocol(e: &ProtocolError) -> Self {
         ApiError::bad_request(e.reason(), e.to_string())

@@ -15,7 +15,7 @@ use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::policy::{Decision, Request, ShadowResult};
 use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
 use crate::revocation::Check;
-use crate::session::{AuthError, Session, TokenOrigin, extract_token};
+use crate::session::{Session, TokenOrigin, extract_token};
 use crate::telemetry::{DecisionLabels, ScopeLabels, ShadowLabels};
 use std::sync::Arc;
 
@@ -161,7 +161,7 @@ pub async fn channel_auth(
 ) -> Result<String, ApiError> {
     let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
     let single = fields.one("channel_name")?;
-    let batch = fields.batch_channels()?;
+    let batch = fields.batch_channels(gw.http.max_batch_channels)?;
     match (single, batch.is_empty()) {
         (Some(name), true) => {
             let channel = parse_channel(name)?;
@@ -171,12 +171,6 @@ pub async fn channel_auth(
             decide(rt, gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
         }
         (None, false) => {
-            if batch.len() > gw.http.max_batch_channels {
-                return Err(ApiError::bad_request(
-                    "batch_too_large",
-                    format!("at most {} channels per batch", gw.http.max_batch_channels),
-                ));
-            }
             audit.channel = Some(batch.join(","));
             let session = session(rt, gw, parts, fields, audit).await?;
             let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
@@ -273,12 +267,7 @@ async fn session(
             rule: None,
         });
     }
-    let session = gw.sessions.authenticate(token).await.map_err(|e| match e {
-        AuthError::KeysUnavailable => {
-            ApiError::Unavailable { reason: "jwks_unavailable", message: e.to_string(), retry_after_secs: 5 }
-        }
-        e => ApiError::Unauthorized(e),
-    })?;
+    let session = gw.sessions.authenticate(token).await.map_err(ApiError::from_auth)?;
     let sub = session.derived.claim_str("sub");
     audit.user = sub.map(str::to_owned);
     match rt.revocations.check(|name| session.derived.claim_str(name)) {

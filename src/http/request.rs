@@ -45,8 +45,17 @@ impl Fields {
 
     /// Batch channel names (`channel_name[0]`, `channel_name[1]`, …, the
     /// pusher-js-auth plugin's format), in index order. Empty when none.
-    pub fn batch_channels(&self) -> Result<Vec<&str>, ApiError> {
-        let mut indexed: Vec<(usize, &str)> = Vec::new();
+    /// More than `max` is refused before anything else is looked at, and
+    /// the duplicate checks take linear time: the body is unauthenticated.
+    pub fn batch_channels(&self, max: usize) -> Result<Vec<&str>, ApiError> {
+        let count = self.pairs.iter().filter(|(k, _)| k.starts_with("channel_name[")).count();
+        if count > max {
+            return Err(ApiError::bad_request(
+                "batch_too_large",
+                format!("at most {max} channels per batch"),
+            ));
+        }
+        let mut indexed: Vec<(usize, &str)> = Vec::with_capacity(count);
         for (k, v) in &self.pairs {
             let Some(rest) = k.strip_prefix("channel_name[") else { continue };
             let index = rest
@@ -56,25 +65,21 @@ impl Fields {
                 .ok_or_else(|| {
                     ApiError::bad_request("invalid_field", "batch fields are `channel_name[N]`")
                 })?;
-            if indexed.iter().any(|(i, _)| *i == index) {
-                return Err(ApiError::bad_request(
-                    "duplicate_field",
-                    format!("`channel_name[{index}]` is sent more than once"),
-                ));
-            }
             indexed.push((index, v.as_str()));
         }
-        indexed.sort_by_key(|(i, _)| *i);
+        indexed.sort_unstable_by_key(|(i, _)| *i);
+        if let Some(pair) = indexed.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ApiError::bad_request(
+                "duplicate_field",
+                format!("`channel_name[{}]` is sent more than once", pair[0].0),
+            ));
+        }
         let channels: Vec<&str> = indexed.into_iter().map(|(_, v)| v).collect();
         // The answer is a JSON object keyed by channel: a repeated channel
         // would give a repeated key.
-        for (i, c) in channels.iter().enumerate() {
-            if channels[..i].contains(c) {
-                return Err(ApiError::bad_request(
-                    "duplicate_field",
-                    "a channel is listed twice in the batch",
-                ));
-            }
+        let mut seen = std::collections::HashSet::with_capacity(channels.len());
+        if !channels.iter().all(|c| seen.insert(*c)) {
+            return Err(ApiError::bad_request("duplicate_field", "a channel is listed twice in the batch"));
         }
         Ok(channels)
     }
@@ -234,13 +239,31 @@ mod tests {
     fn batch_fields_in_index_order() {
         let f =
             parse_form(b"socket_id=1.2&channel_name%5B1%5D=private-b&channel_name%5B0%5D=private-a").unwrap();
-        assert_eq!(f.batch_channels().unwrap(), vec!["private-a", "private-b"]);
+        assert_eq!(f.batch_channels(50).unwrap(), vec!["private-a", "private-b"]);
         let f = parse_form(b"channel_name%5Bx%5D=a").unwrap();
-        assert_eq!(f.batch_channels().unwrap_err().reason(), "invalid_field");
+        assert_eq!(f.batch_channels(50).unwrap_err().reason(), "invalid_field");
         let f = parse_form(b"channel_name%5B0%5D=a&channel_name%5B0%5D=b").unwrap();
-        assert_eq!(f.batch_channels().unwrap_err().reason(), "duplicate_field");
+        assert_eq!(f.batch_channels(50).unwrap_err().reason(), "duplicate_field");
         let f = parse_form(b"channel_name%5B0%5D=a&channel_name%5B1%5D=a").unwrap();
-        assert_eq!(f.batch_channels().unwrap_err().reason(), "duplicate_field");
+        assert_eq!(f.batch_channels(50).unwrap_err().reason(), "duplicate_field");
+    }
+
+    #[test]
+    fn batch_size_is_checked_before_the_fields_are_examined() {
+        // Over the cap: refused as too large even though the entries are
+        // also malformed and duplicated (nothing was looked at yet).
+        let body: String = (0..600).map(|_| "channel_name%5B0%5D=x&").collect();
+        let f = parse_form(body.as_bytes()).unwrap();
+        assert_eq!(f.batch_channels(50).unwrap_err().reason(), "batch_too_large");
+        // Within the cap, a repeat far apart is still found.
+        let mut body: String = (0..40).map(|i| format!("channel_name%5B{i}%5D=private-c{i}&")).collect();
+        body.push_str("channel_name%5B40%5D=private-c3");
+        let f = parse_form(body.as_bytes()).unwrap();
+        assert_eq!(f.batch_channels(50).unwrap_err().reason(), "duplicate_field");
+        body.truncate(body.len() - 1);
+        body.push('x');
+        let f = parse_form(body.as_bytes()).unwrap();
+        assert_eq!(f.batch_channels(50).unwrap().len(), 41);
     }
 
     #[test]

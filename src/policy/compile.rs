@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
+use serde_saphyr::Spanned;
 
 use super::pattern::Pattern;
 use super::raw;
@@ -72,7 +73,7 @@ impl Policy {
                     continue;
                 }
                 names.insert(rule.name.clone(), origin.clone());
-                match compile_rule(rule, origin.clone()) {
+                match compile_rule(rule, origin.clone(), Src { file, text }) {
                     Ok(r) => rules.push(r),
                     Err(mut e) => errors.append(&mut e),
                 }
@@ -92,7 +93,7 @@ impl Policy {
                     ));
                     continue;
                 }
-                match compile_user(spanned.value, &origin) {
+                match compile_user(spanned.value, &origin, Src { file, text }) {
                     Ok(u) => user = Some((u, origin)),
                     Err(mut e) => errors.append(&mut e),
                 }
@@ -134,10 +135,10 @@ pub(crate) fn is_policy_file(p: &Path) -> bool {
         && p.is_file()
 }
 
-fn compile_rule(rule: raw::Rule, origin: Origin) -> Result<Rule, Vec<SourceError>> {
+fn compile_rule(rule: raw::Rule, origin: Origin, src: Src<'_>) -> Result<Rule, Vec<SourceError>> {
     let mut errors = Vec::new();
-    let at =
-        |msg: String| SourceError::new(&origin.file, origin.line, 0, format!("rule `{}`: {msg}", rule.name));
+    let context = format!("rule `{}`", rule.name);
+    let at = |msg: String| SourceError::new(&origin.file, origin.line, 0, format!("{context}: {msg}"));
     if rule.name.trim().is_empty() {
         errors.push(SourceError::new(&origin.file, origin.line, 0, "a rule needs a `name`"));
     }
@@ -152,7 +153,9 @@ fn compile_rule(rule: raw::Rule, origin: Origin) -> Result<Rule, Vec<SourceError
     if let Some(p) = &pattern {
         known.extend(p.capture_names().iter().map(String::as_str));
     }
-    let allow = expression("allow", &rule.allow.0, &known).map_err(|m| errors.push(at(m))).ok();
+    let allow = expression("allow", &rule.allow.value.0, &known)
+        .map_err(|e| errors.push(src.error(&context, &rule.allow, e)))
+        .ok();
 
     let is_presence = pattern.as_ref().map(|p| p.kind()) == Some(crate::pusher::ChannelKind::Presence);
     let presence = match (rule.presence, is_presence) {
@@ -162,12 +165,19 @@ fn compile_rule(rule: raw::Rule, origin: Origin) -> Result<Rule, Vec<SourceError
         }
         (presence, true) => {
             let presence = presence.unwrap_or(raw::Presence { user_id: None, user_info: None });
-            let user_id_src = presence.user_id.map_or_else(|| "token.sub".to_owned(), |e| e.0);
-            let user_id =
-                expression("presence.user_id", &user_id_src, &known).map_err(|m| errors.push(at(m))).ok();
-            let user_info = presence
-                .user_info
-                .map(|fields| fields_of("presence.user_info", fields, &known, &mut |m| errors.push(at(m))));
+            let user_id = match &presence.user_id {
+                Some(e) => expression("presence.user_id", &e.value.0, &known)
+                    .map_err(|err| errors.push(src.error(&context, e, err)))
+                    .ok(),
+                None => expression("presence.user_id", "token.sub", &known)
+                    .map_err(|err| errors.push(at(err.message)))
+                    .ok(),
+            };
+            let user_info = presence.user_info.map(|fields| {
+                fields_of("presence.user_info", fields, &known, &mut |span, err| {
+                    errors.push(src.error(&context, span, err));
+                })
+            });
             user_id.map(|user_id| PresenceSpec { user_id, user_info })
         }
         _ => None,
@@ -185,16 +195,27 @@ fn compile_rule(rule: raw::Rule, origin: Origin) -> Result<Rule, Vec<SourceError
     }
 }
 
-fn compile_user(user: raw::User, origin: &Origin) -> Result<UserRule, Vec<SourceError>> {
+fn compile_user(user: raw::User, origin: &Origin, src: Src<'_>) -> Result<UserRule, Vec<SourceError>> {
     let mut errors = Vec::new();
-    let mut at =
-        |msg: String| errors.push(SourceError::new(&origin.file, origin.line, 0, format!("user: {msg}")));
-    let id_src = user.id.map_or_else(|| "token.sub".to_owned(), |e| e.0);
-    let id = expression("id", &id_src, USER_GLOBALS).map_err(&mut at).ok();
-    let allow = user.allow.and_then(|e| expression("allow", &e.0, USER_GLOBALS).map_err(&mut at).ok());
-    let watchlist =
-        user.watchlist.and_then(|e| expression("watchlist", &e.0, USER_GLOBALS).map_err(&mut at).ok());
-    let user_info = user.user_info.map(|f| fields_of("user_info", f, USER_GLOBALS, &mut at));
+    let one = |what: &str, e: Option<&Spanned<raw::Expr>>, errors: &mut Vec<SourceError>| match e {
+        Some(e) => expression(what, &e.value.0, USER_GLOBALS)
+            .map_err(|err| errors.push(src.error("user", e, err)))
+            .ok(),
+        None => None,
+    };
+    let id = match &user.id {
+        Some(_) => one("id", user.id.as_ref(), &mut errors),
+        None => expression("id", "token.sub", USER_GLOBALS)
+            .map_err(|err| {
+                errors.push(SourceError::new(&origin.file, origin.line, 0, format!("user: {}", err.message)));
+            })
+            .ok(),
+    };
+    let allow = one("allow", user.allow.as_ref(), &mut errors);
+    let watchlist = one("watchlist", user.watchlist.as_ref(), &mut errors);
+    let user_info = user.user_info.map(|f| {
+        fields_of("user_info", f, USER_GLOBALS, &mut |span, err| errors.push(src.error("user", span, err)))
+    });
     match id {
         Some(id) if errors.is_empty() => Ok(UserRule { id, allow, user_info, watchlist }),
         _ => Err(errors),
@@ -203,28 +224,94 @@ fn compile_user(user: raw::User, origin: &Origin) -> Result<UserRule, Vec<Source
 
 fn fields_of(
     what: &str,
-    fields: IndexMap<String, raw::Expr>,
+    fields: IndexMap<String, Spanned<raw::Expr>>,
     known: &[&str],
-    report: &mut dyn FnMut(String),
+    report: &mut dyn FnMut(&Spanned<raw::Expr>, ExprError),
 ) -> Vec<(String, Expression)> {
     let mut out = Vec::with_capacity(fields.len());
     for (name, expr) in fields {
-        match expression(&format!("{what}.{name}"), &expr.0, known) {
+        match expression(&format!("{what}.{name}"), &expr.value.0, known) {
             Ok(e) => out.push((name, e)),
-            Err(m) => report(m),
+            Err(err) => report(&expr, err),
         }
     }
     out
 }
 
-/// Compiles one CEL expression and checks that it only names known variables.
-fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, String> {
-    if source.trim().is_empty() {
-        return Err(format!("`{what}` is empty"));
+/// A policy file being compiled, for the position of an expression's error.
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Src<'_> {
+    /// The error for the expression written at `span`, located at the
+    /// expression's own line (and, for a one-line expression, the column of
+    /// the mistake), with the expression and a caret under the mistake.
+    fn error(&self, context: &str, span: &Spanned<raw::Expr>, e: ExprError) -> SourceError {
+        let (line, column) = (span.referenced.line(), span.referenced.column());
+        let source = &span.value.0;
+        // The mistake's own line and column, when the expression's text
+        // stands there as written: a plain or quoted one-line scalar, or a
+        // literal block (`|`). A folded or escaped scalar keeps the position
+        // of the value.
+        let file_line =
+            |n: u64| usize::try_from(n).ok().and_then(|n| self.text.lines().nth(n.checked_sub(1)?));
+        let (mut at_line, mut at_column) = (line, column);
+        if let Some((l, c)) = e.at
+            && let Some(expr_line) = source.lines().nth(l.saturating_sub(1))
+        {
+            let quote = file_line(line)
+                .and_then(|t| t.chars().nth(usize::try_from(column).ok()?.checked_sub(1)?))
+                .is_some_and(|ch| ch == '"' || ch == '\'');
+            let (cand_line, start) = (line + l as u64 - 1, column + u64::from(quote && l == 1));
+            let stands_there = file_line(cand_line).is_some_and(|t| {
+                let skip = usize::try_from(start).unwrap_or(usize::MAX).saturating_sub(1);
+                t.chars().skip(skip).collect::<String>().starts_with(expr_line)
+            });
+            if stands_there {
+                (at_line, at_column) = (cand_line, start + c as u64 - 1);
+            }
+        }
+        let mut err = SourceError::new(self.file, at_line, at_column, format!("{context}: {}", e.message));
+        if e.hint.is_some() {
+            err.hint = e.hint;
+        }
+        match e.at.and_then(|(l, c)| Some((source.lines().nth(l.checked_sub(1)?)?, c))) {
+            Some((text, c)) => err.with_caret(text, c),
+            None => err,
+        }
     }
-    check_size(what, source)?;
-    let program = compile_on_big_stack(source)
-        .map_err(|e| format!("`{what}` does not parse as CEL: {}", one_line(&e)))?;
+}
+
+/// Why an expression was refused.
+#[derive(Debug)]
+struct ExprError {
+    message: String,
+    /// 1-based line and column in the expression.
+    at: Option<(usize, usize)>,
+    hint: Option<String>,
+}
+
+impl ExprError {
+    fn plain(message: String) -> Self {
+        Self { message, at: None, hint: None }
+    }
+}
+
+/// Compiles one CEL expression and checks that it only names known
+/// variables and functions, so that a typo fails `check`, not a request.
+fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, ExprError> {
+    if source.trim().is_empty() {
+        return Err(ExprError::plain(format!("`{what}` is empty")));
+    }
+    check_size(what, source).map_err(ExprError::plain)?;
+    let program = compile_on_big_stack(source).map_err(|(message, at)| ExprError {
+        message: format!("`{what}` does not parse as CEL: {message}"),
+        at,
+        hint: syntax_hint(source),
+    })?;
     let bound = macro_variables(source);
     let referenced: HashSet<String> = program
         .references()
@@ -236,9 +323,191 @@ fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, St
     let mut unknown: Vec<&String> = referenced.iter().filter(|v| !known.contains(&v.as_str())).collect();
     unknown.sort();
     if let Some(v) = unknown.first() {
-        return Err(format!("`{what}` uses `{v}`, which is not defined here (known: {})", known.join(", ")));
+        return Err(ExprError {
+            message: format!("`{what}` uses `{v}`, which is not defined here (known: {})", known.join(", ")),
+            at: find_name(source, v, false),
+            hint: None,
+        });
+    }
+    let references = program.references();
+    let mut functions: Vec<&str> =
+        references.functions().into_iter().filter(|f| !is_operator(f) && !is_function(f)).collect();
+    functions.sort_unstable();
+    if let Some(f) = functions.first() {
+        return Err(ExprError {
+            message: format!("`{what}` calls `{f}`, which is not a CEL function"),
+            at: find_name(source, f, true),
+            hint: Some(function_hint(f)),
+        });
     }
     Ok(Expression { source: source.to_owned(), program })
+}
+
+/// Operators appear among a program's functions under internal names
+/// (`_==_`, `!_`, `@in`, …); the interpreter implements them itself.
+fn is_operator(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('@') || name.ends_with('_')
+}
+
+/// Whether `name` is a function the policy's evaluation context has: the
+/// CEL standard library, as in `Policy::root` (`cel::Context::default()`).
+/// The crate answers only through `add_function`, which refuses a name the
+/// standard library declares; the probe context is never evaluated.
+pub(crate) fn is_function(name: &str) -> bool {
+    /// A probe that accepted this many unknown names (each one added to it)
+    /// is replaced, so probing never grows memory without bound.
+    const MAX_ADDED: usize = 1024;
+    thread_local! {
+        static PROBE: std::cell::RefCell<(cel::Context<'static, 'static>, usize)> =
+            std::cell::RefCell::new((cel::Context::default(), 0));
+    }
+    PROBE.with(|probe| {
+        let mut probe = probe.borrow_mut();
+        if probe.1 >= MAX_ADDED {
+            *probe = (cel::Context::default(), 0);
+        }
+        let known = probe.0.add_function(name, || false).is_err();
+        if !known {
+            probe.1 += 1;
+        }
+        known
+    })
+}
+
+/// The standard functions, for suggestions (a test checks each is real).
+pub(crate) const STANDARD_FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "type",
+    "dyn",
+];
+
+fn function_hint(name: &str) -> String {
+    match name {
+        "includes" | "indexOf" | "has_element" => {
+            "test membership with `x in list` (or `text.contains(part)` for a string)".into()
+        }
+        "length" | "len" | "count" => "use `size(x)` for the length of a string, list or map".into(),
+        _ => {
+            let best = STANDARD_FUNCTIONS
+                .iter()
+                .map(|f| (levenshtein(&name.to_ascii_lowercase(), &f.to_ascii_lowercase()), f))
+                .filter(|(d, _)| *d <= 2)
+                .min_by_key(|(d, _)| *d);
+            match best {
+                Some((_, f)) => format!("did you mean `{f}`?"),
+                None => format!(
+                    "the functions are CEL's standard ones ({}) and the macros has(), all(), exists(), \
+                     exists_one(), map(), filter()",
+                    STANDARD_FUNCTIONS.join(", ")
+                ),
+            }
+        }
+    }
+}
+
+/// Hints for what other languages write differently: `=` and `and`.
+fn syntax_hint(source: &str) -> Option<String> {
+    let code = without_strings(source);
+    let chars: Vec<char> = code.chars().collect();
+    let lone_equals = chars.iter().enumerate().any(|(i, c)| {
+        *c == '='
+            && !matches!(i.checked_sub(1).map(|j| chars[j]), Some('=' | '!' | '<' | '>'))
+            && chars.get(i + 1) != Some(&'=')
+    });
+    if lone_equals {
+        return Some("compare with `==`; a single `=` is not a CEL operator".into());
+    }
+    let words: Vec<&str> = code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    let spelled: Vec<String> = [("and", "&&"), ("or", "||"), ("not", "!")]
+        .iter()
+        .filter(|(w, _)| words.contains(w))
+        .map(|(w, op)| format!("`{op}` for `{w}`"))
+        .collect();
+    if !spelled.is_empty() {
+        return Some(format!("CEL spells logic with symbols: write {}", spelled.join(", ")));
+    }
+    None
+}
+
+/// `source` with the contents of string literals blanked out.
+fn without_strings(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                    continue;
+                }
+                out.push(' ');
+            }
+            None => {
+                if c == '"' || c == '\'' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Where `name` is used as a variable (not after a `.`) or called as a
+/// function: 1-based line and column, outside string literals.
+fn find_name(source: &str, name: &str, call: bool) -> Option<(usize, usize)> {
+    if name.is_empty() {
+        return None;
+    }
+    let code = without_strings(source);
+    for (l, line) in code.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let mut from = 0;
+        while let Some(i) = line[from..].find(name).map(|i| i + from) {
+            let before = line[..i].chars().next_back();
+            let after_index = i + name.len();
+            let after = line[after_index..].chars().next();
+            let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            let starts = !before.is_some_and(|c| ident(c) || (!call && c == '.'));
+            let ends = !after.is_some_and(ident);
+            let called = line[after_index..].trim_start().starts_with('(');
+            if starts && ends && (called == call) {
+                return Some((l + 1, line[..i].chars().count() + 1));
+            }
+            from = after_index.min(bytes.len());
+        }
+    }
+    None
+}
+
+/// Levenshtein distance (short names only).
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Longest expression accepted, in bytes.
@@ -285,15 +554,30 @@ fn check_size(what: &str, source: &str) -> Result<(), String> {
 
 /// Compiles on a thread with a large stack; a parser failure of any kind
 /// (even a panic inside the CEL crate) is an error, not a crash.
-fn compile_on_big_stack(source: &str) -> Result<cel::Program, String> {
+/// Errors keep the first parser message and its 1-based line and column.
+fn compile_on_big_stack(source: &str) -> Result<cel::Program, (String, Option<(usize, usize)>)> {
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("cel-compile".into())
             .stack_size(COMPILE_STACK)
-            .spawn_scoped(scope, || cel::Program::compile(source).map_err(|e| e.to_string()))
-            .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
-        handle.join().unwrap_or_else(|_| Err("the CEL parser failed on this expression".into()))
+            .spawn_scoped(scope, || cel::Program::compile(source).map_err(|e| first_parse_error(&e)))
+            .map_err(|e| (format!("cannot start the compiler thread: {e}"), None))?;
+        handle.join().unwrap_or_else(|_| Err(("the CEL parser failed on this expression".into(), None)))
     })
+}
+
+fn first_parse_error(e: &cel::ParseErrors) -> (String, Option<(usize, usize)>) {
+    match e.errors.first() {
+        Some(first) => {
+            let message = first.msg.strip_prefix("Syntax error: ").unwrap_or(&first.msg);
+            let at = match (usize::try_from(first.pos.0), usize::try_from(first.pos.1)) {
+                (Ok(l), Ok(c)) if l > 0 && c > 0 => Some((l, c)),
+                _ => None,
+            };
+            (one_line(message), at)
+        }
+        None => (one_line(&e.to_string()), None),
+    }
 }
 
 /// Variables bound by CEL's comprehension macros (`list.exists(x, …)`,

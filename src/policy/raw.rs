@@ -21,7 +21,7 @@ pub(crate) struct PolicyFile {
 pub(crate) struct Rule {
     pub(crate) name: String,
     pub(crate) channel: String,
-    pub(crate) allow: Expr,
+    pub(crate) allow: Spanned<Expr>,
     #[serde(default)]
     pub(crate) presence: Option<Presence>,
     #[serde(default)]
@@ -33,9 +33,9 @@ pub(crate) struct Rule {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Presence {
     #[serde(default)]
-    pub(crate) user_id: Option<Expr>,
+    pub(crate) user_id: Option<Spanned<Expr>>,
     #[serde(default)]
-    pub(crate) user_info: Option<IndexMap<String, Expr>>,
+    pub(crate) user_info: Option<IndexMap<String, Spanned<Expr>>>,
 }
 
 /// The `user:` block (sign-in).
@@ -43,13 +43,13 @@ pub(crate) struct Presence {
 #[serde(deny_unknown_fields)]
 pub(crate) struct User {
     #[serde(default)]
-    pub(crate) id: Option<Expr>,
+    pub(crate) id: Option<Spanned<Expr>>,
     #[serde(default)]
-    pub(crate) allow: Option<Expr>,
+    pub(crate) allow: Option<Spanned<Expr>>,
     #[serde(default)]
-    pub(crate) user_info: Option<IndexMap<String, Expr>>,
+    pub(crate) user_info: Option<IndexMap<String, Spanned<Expr>>>,
     #[serde(default)]
-    pub(crate) watchlist: Option<Expr>,
+    pub(crate) watchlist: Option<Spanned<Expr>>,
 }
 
 /// A CEL expression as written. YAML may read `true` or `1` as a bool or a

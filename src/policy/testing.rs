@@ -28,7 +28,7 @@ use crate::yaml::{self, SourceError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TestFile {
+pub(crate) struct TestFile {
     tests: Vec<Spanned<Case>>,
 }
 

@@ -213,12 +213,13 @@ fn compile_errors_name_file_line_and_rule() {
         "rules:\n  - name: good\n    channel: private-{x}\n    allow: true\n  - name: bad-cel\n    channel: private-a-{x}\n    allow: x ==\n  - name: bad-var\n    channel: private-b-{x}\n    allow: y == x\n  - name: bad-pattern\n    channel: public-{x}\n    allow: true\n  - name: presence-on-private\n    channel: private-c\n    allow: true\n    presence: { user_id: token.sub }\n",
     );
     assert_eq!(errs.len(), 4, "{errs:#?}");
+    // Expression errors point at the expression's own line, not the rule's.
     assert!(
-        errs[0].starts_with("p.yaml:5") && errs[0].contains("rule `bad-cel`") && errs[0].contains("CEL"),
+        errs[0].starts_with("p.yaml:7:") && errs[0].contains("rule `bad-cel`") && errs[0].contains("CEL"),
         "{}",
         errs[0]
     );
-    assert!(errs[1].starts_with("p.yaml:8") && errs[1].contains("`y`"), "{}", errs[1]);
+    assert!(errs[1].starts_with("p.yaml:10:12:") && errs[1].contains("`y`"), "{}", errs[1]);
     assert!(errs[2].starts_with("p.yaml:11") && errs[2].contains("must start with"), "{}", errs[2]);
     assert!(errs[3].starts_with("p.yaml:14") && errs[3].contains("presence"), "{}", errs[3]);
 }
@@ -338,4 +339,107 @@ rules:
             .is_allow()
     );
     assert_eq!(lazy.converted(), (1, false));
+}
+
+/// The policy line of an expression error, the caret line under the
+/// mistake, and the hint.
+fn one_error(allow: &str) -> (String, String, String) {
+    let errs =
+        compile_errors(&format!("rules:\n  - name: r\n    channel: private-{{x}}\n    allow: {allow}\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let lines: Vec<&str> = errs[0].lines().collect();
+    assert_eq!(lines.len(), 4, "message, expression, caret, hint: {}", errs[0]);
+    assert_eq!(lines[1].trim(), allow.trim_matches('"'), "the expression on its own line: {}", errs[0]);
+    (lines[0].to_owned(), lines[2].to_owned(), lines[3].trim().to_owned())
+}
+
+#[test]
+fn a_single_equals_is_pointed_at_with_a_hint_for_double_equals() {
+    let (first, caret, hint) = one_error("x = token.sub");
+    // `    allow: ` is 11 columns; the `=` is the expression's third character.
+    assert!(first.starts_with("p.yaml:4:14: rule `r`: `allow` does not parse as CEL"), "{first}");
+    assert_eq!(caret, "      ^", "caret under the `=`");
+    assert_eq!(hint, "hint: compare with `==`; a single `=` is not a CEL operator");
+    // Inside a quoted scalar the column counts the quote; `=` in a string is no mistake.
+    let (first, _, hint) = one_error("\"x = 'a=b'\"");
+    assert!(first.starts_with("p.yaml:4:15:"), "{first}");
+    assert!(hint.contains("`==`"), "{hint}");
+    // Comparisons are not mistaken for a lone `=`.
+    compile(
+        "rules:\n  - name: r\n    channel: private-{x}\n    allow: x == 'a' && 1 <= 2 && 2 >= 1 && x != 'b'\n",
+    );
+}
+
+#[test]
+fn words_for_logic_get_a_hint_for_the_symbols() {
+    let (first, caret, hint) = one_error("x == token.sub and true");
+    assert!(first.starts_with("p.yaml:4:27:"), "{first}");
+    assert_eq!(caret, "                   ^");
+    assert_eq!(hint, "hint: CEL spells logic with symbols: write `&&` for `and`");
+    let (_, _, hint) = one_error("x == 'a' or not false");
+    assert_eq!(hint, "hint: CEL spells logic with symbols: write `||` for `or`, `!` for `not`");
+}
+
+#[test]
+fn unknown_functions_are_compile_errors_with_a_caret() {
+    let (first, caret, hint) = one_error("token.rooms.includes(x)");
+    assert_eq!(first, "p.yaml:4:24: rule `r`: `allow` calls `includes`, which is not a CEL function");
+    assert_eq!(caret, "                ^");
+    assert!(hint.contains("`x in list`"), "{hint}");
+    let (first, _, hint) = one_error("startswith(x, 'a')");
+    assert!(first.contains("calls `startswith`"), "{first}");
+    assert_eq!(hint, "hint: did you mean `startsWith`?");
+    // Every other place an expression is written is checked the same way.
+    let errs = compile_errors(
+        "rules:\n  - name: p\n    channel: presence-{x}\n    allow: true\n    presence:\n      user_id: token.sub.trim()\nuser:\n  watchlist: token.friends.first()\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("p.yaml:6:26: rule `p`: `presence.user_id` calls `trim`"), "{}", errs[0]);
+    assert!(errs[1].starts_with("p.yaml:8:28: user: `watchlist` calls `first`"), "{}", errs[1]);
+}
+
+#[test]
+fn standard_functions_pass_the_check_and_evaluate() {
+    for f in compile::STANDARD_FUNCTIONS {
+        assert!(compile::is_function(f), "`{f}` is offered as a suggestion but is not a CEL function");
+    }
+    let p = compile(
+        "rules:\n  - name: r\n    channel: private-{x}\n    allow: >-\n      x.startsWith('a') && x.endsWith('z') && x.contains('b') && x.matches('^a')\n      && size(x) > 2 && int('3') == 3 && string(1) == '1'\n      && token.rooms.exists(r, r == x) && token.rooms.all(r, size(r) > 0)\n      && token.rooms.filter(r, r == x).map(r, r + '!').size() == 1\n",
+    );
+    let (allowed, _, why) = check(&p, serde_json::json!({"rooms": ["abz"]}), "private-abz");
+    assert!(allowed, "{why}");
+}
+
+#[test]
+fn an_error_in_a_block_expression_points_at_its_line() {
+    let errs = compile_errors(
+        "rules:\n  - name: r\n    channel: private-{x}\n    allow: |\n      x == token.sub &&\n        y == 1\n",
+    );
+    assert!(errs[0].starts_with("p.yaml:6:9: rule `r`: `allow` uses `y`"), "{}", errs[0]);
+    assert!(errs[0].contains("\n      y == 1\n      ^"), "{}", errs[0]);
+    // A folded expression is one line for CEL: the value's position is kept.
+    let errs = compile_errors(
+        "rules:\n  - name: r\n    channel: private-{x}\n    allow: >-\n      x == token.sub &&\n      y == 1\n",
+    );
+    assert!(errs[0].starts_with("p.yaml:5:7: rule `r`: `allow` uses `y`"), "{}", errs[0]);
+}
+
+#[test]
+fn expression_errors_never_panic_on_odd_text() {
+    // Multibyte text, tabs, quotes and unterminated strings around the mistake.
+    for allow in [
+        "\"é = 'ü'\"",
+        "'ß' == token.näme and true",
+        "\"x\\t= 1\"",
+        "token.a.includes('🙂')",
+        "\"'unterminated = \"",
+        "zz(1) && yy == 2",
+    ] {
+        let yaml = format!("rules:\n  - name: r\n    channel: private-{{x}}\n    allow: {allow}\n");
+        let errs = compile_errors(&yaml);
+        assert!(!errs.is_empty() && errs[0].starts_with("p.yaml:4"), "{allow}: {errs:?}");
+    }
+    // A name that is not the mistake, only part of it, is no anchor for the caret.
+    let errs = compile_errors("rules:\n  - name: r\n    channel: private-{x}\n    allow: token.yy == yy\n");
+    assert!(errs[0].starts_with("p.yaml:4:24:"), "{errs:?}");
 }

@@ -44,6 +44,31 @@ pub fn signed_query(
     secret: &Secret,
     timestamp: u64,
 ) -> String {
+    signed_query_with(method, path, &[], body, key, secret, timestamp)
+}
+
+/// Characters of a query value sent as they are; the rest is
+/// percent-encoded. The signature covers the decoded values (PROTOCOL.md
+/// §4), which is what servers recompute, so encoding never changes it; the
+/// comma stays literal because `info=user_count,subscription_count` is how
+/// both SDKs send attribute lists.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b',');
+
+/// [`signed_query`] with `extra` query parameters (such as `info` or
+/// `filter_by_prefix`; never an auth parameter): sorted in with the auth
+/// parameters, signed over their plain values, and sent percent-encoded.
+/// `body_md5` is sent only with a body: a GET never carries it (Sockudo
+/// refuses it there, and the REST API defines it for bodies only).
+pub fn signed_query_with(
+    method: &str,
+    path: &str,
+    extra: &[(String, String)],
+    body: &[u8],
+    key: &str,
+    secret: &Secret,
+    timestamp: u64,
+) -> String {
     let mut params = vec![
         ("auth_key".to_owned(), key.to_owned()),
         ("auth_timestamp".to_owned(), timestamp.to_string()),
@@ -52,9 +77,25 @@ pub fn signed_query(
     if !body.is_empty() {
         params.push(("body_md5".to_owned(), body_md5(body)));
     }
-    let query = canonical(&params);
-    let signature = hmac_hex(secret, &format!("{method}\n{path}\n{query}")).unwrap_or_default();
-    format!("{query}&auth_signature={signature}")
+    params.extend(extra.iter().filter(|(k, _)| !is_auth_param(k)).cloned());
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let signature =
+        hmac_hex(secret, &format!("{method}\n{path}\n{}", canonical(&params))).unwrap_or_default();
+    let mut query = String::new();
+    for (k, v) in &params {
+        query.push_str(k);
+        query.push('=');
+        query.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
+        query.push('&');
+    }
+    query.push_str("auth_signature=");
+    query.push_str(&signature);
+    query
+}
+
+/// Whether `name` is one of the parameters REST authentication itself uses.
+pub fn is_auth_param(name: &str) -> bool {
+    matches!(name, "auth_key" | "auth_timestamp" | "auth_version" | "auth_signature" | "body_md5")
 }
 
 /// Why an incoming REST request is refused.
@@ -189,5 +230,30 @@ mod tests {
             verify("POST", "/apps/1/events", &upper, body, lookup, 1000, 600),
             Err(RestAuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn extra_parameters_are_signed_plain_and_sent_encoded() {
+        let secret = Secret::new("s3cret");
+        let extra = vec![
+            ("info".to_owned(), "user_count,subscription_count".to_owned()),
+            ("filter_by_prefix".to_owned(), "presence-a;b@c".to_owned()),
+        ];
+        let q = signed_query_with("GET", "/apps/1/channels", &extra, b"", "k", &secret, 1000);
+        assert!(q.starts_with("auth_key=k&auth_timestamp=1000&auth_version=1.0&filter_by_prefix=presence-a%3Bb%40c&info=user_count,subscription_count&auth_signature="), "{q}");
+        assert!(!q.contains("body_md5"), "a GET carries no body_md5: {q}");
+        let lookup = |k: &str| (k == "k").then(|| Secret::new("s3cret"));
+        assert_eq!(verify("GET", "/apps/1/channels", &q, b"", lookup, 1000, 600), Ok("k".into()));
+        // What pusher-http-python 3.3 sends for a GET: body_md5 of the empty
+        // body, signed, `auth_signature` sorted in, values unencoded.
+        let md5 = body_md5(b"");
+        let to_sign = format!(
+            "GET\n/apps/1/channels\nauth_key=k&auth_timestamp=1000&auth_version=1.0&body_md5={md5}&info=user_count"
+        );
+        let sig = hmac_hex(&secret, &to_sign).unwrap();
+        let python = format!(
+            "auth_key=k&auth_signature={sig}&auth_timestamp=1000&auth_version=1.0&body_md5={md5}&info=user_count"
+        );
+        assert_eq!(verify("GET", "/apps/1/channels", &python, b"", lookup, 1000, 600), Ok("k".into()));
     }
 }

@@ -49,6 +49,11 @@ impl MasterKey {
         Self(Secret::new(b.to_vec()))
     }
 
+    /// Whether both are the same key (constant time).
+    pub fn same_key(&self, other: &MasterKey) -> bool {
+        self.0.ct_eq(other.0.expose())
+    }
+
     /// `base64(SHA-256(channel_name_utf8 || master_key))`, standard alphabet
     /// with padding.
     fn shared_secret(&self, channel: &ChannelName) -> String {

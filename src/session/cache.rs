@@ -5,8 +5,11 @@
 //! - entries are keyed by SHA-256 of the token (the token itself is not
 //!   kept as a key), bounded in number, and never used past the token's
 //!   `exp` (nor past `max_ttl`);
-//! - an entry whose `kid` has left its issuer's (remote) key set is dropped
-//!   and the token verified again, so a key rotation that revokes a key also
+//! - an entry is bound to the fingerprint of the exact key that verified it
+//!   (not to its `kid`): when that key is no longer in its issuer's set — a
+//!   rotation removed it, or replaced it under the same `kid`, or a token
+//!   without `kid` was verified by a key that is gone — the entry is dropped
+//!   and the token verified again, so a rotation that revokes a key also
 //!   revokes the cached sessions it signed;
 //! - only successes are cached; failures are cheap to recompute and must
 //!   not pin an error;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::{AuthError, Claims, KeySet, Verifier};
+use super::{AuthError, Claims, KeyFingerprint, KeySet, Verifier};
 
 /// Cache bounds.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +58,8 @@ pub struct Session<X> {
     pub derived: X,
     exp: Option<u64>,
     issuer: usize,
-    kid: Option<String>,
+    /// The key that verified the token.
+    key: KeyFingerprint,
     /// Estimated bytes held by this session (its weight in the cache).
     weight: u64,
 }
@@ -103,14 +107,18 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     }
 
     /// Verifies `token`, from the cache when possible. An unknown `kid` of a
-    /// remote issuer triggers one (rate-limited, shared) refetch and a retry.
+    /// remote issuer triggers one (rate-limited, shared) refetch and a retry;
+    /// if the kid is still unknown while the issuer's keys are stale (the
+    /// last fetch failed), the answer is [`AuthError::KeysUnavailable`]
+    /// (503: the kid may well exist, and a new session would not help),
+    /// not [`AuthError::UnknownKid`] (401).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Session<X>>, AuthError> {
         let now = now_unix();
         let key: CacheKey = Sha256::digest(token.as_bytes()).into();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&key)
         {
-            if hit.exp.is_some_and(|exp| now <= exp) && self.kid_still_valid(&hit) {
+            if hit.exp.is_some_and(|exp| now <= exp) && self.key_still_held(&hit) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit);
             }
@@ -123,6 +131,7 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
                 Some(kid) if refetch.keys.refetch_for_unknown_kid(kid).await => {
                     self.verifier.verify_detailed(token, now_unix()).map_err(|(e, _)| e)?
                 }
+                _ if refetch.keys.is_stale() => return Err(AuthError::KeysUnavailable),
                 _ => return Err(AuthError::UnknownKid),
             },
             Err((e, _)) => return Err(e),
@@ -133,7 +142,7 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
             derived: (self.derive)(&verified.claims),
             exp,
             issuer: verified.issuer,
-            kid: verified.kid,
+            key: verified.key,
             weight: estimated_bytes(token),
         });
         if let Some(cache) = &self.cache
@@ -150,12 +159,10 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         self.verifier.issuers().get(issuer).is_some_and(|i| matches!(i.keys, KeySet::Secret(_)))
     }
 
-    fn kid_still_valid(&self, s: &Session<X>) -> bool {
-        match (self.verifier.issuers().get(s.issuer).map(|i| &i.keys), &s.kid) {
-            (Some(KeySet::Remote(remote)), Some(kid)) => remote.has_kid(kid),
-            (Some(_), _) => true,
-            (None, _) => false,
-        }
+    /// Whether the key that verified a cached session is still one of its
+    /// issuer's keys.
+    fn key_still_held(&self, s: &Session<X>) -> bool {
+        self.verifier.issuers().get(s.issuer).is_some_and(|i| i.keys.holds(&s.key))
     }
 }
 
@@ -290,7 +297,13 @@ mod tests {
     use super::*;
 
     fn session(weight: u64) -> Arc<Session<()>> {
-        Arc::new(Session { derived: (), exp: Some(u64::MAX), issuer: 0, kid: None, weight })
+        Arc::new(Session {
+            derived: (),
+            exp: Some(u64::MAX),
+            issuer: 0,
+            key: KeyFingerprint::unused(),
+            weight,
+        })
     }
 
     fn key(i: u32) -> CacheKey {

@@ -16,7 +16,6 @@
 //! Invariants: no I/O; header parameters naming keys (`jku`, `x5u`, `jwk`,
 //! `x5c`) are never used; no token, claim value or key appears in an error.
 
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -25,7 +24,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::keys::VerifyKey;
+use super::keys::{KeyFingerprint, VerifyKey, parse_algorithm};
 use super::{AuthError, Claims, KeySet};
 
 /// Largest token accepted, in bytes.
@@ -113,7 +112,7 @@ impl Verifier {
         if !settings.algorithms.contains(&parsed.alg) {
             return Err((AuthError::AlgorithmNotAllowed, None));
         }
-        let key = settings.keys.select(parsed.alg, parsed.kid.as_deref()).map_err(|e| {
+        let selected = settings.keys.select(parsed.alg, parsed.kid.as_deref()).map_err(|e| {
             let hint = match (&e, &settings.keys) {
                 (AuthError::UnknownKid | AuthError::KeysUnavailable, KeySet::Remote(remote)) => {
                     Some(Refetch { keys: remote.clone(), kid: parsed.kid.clone() })
@@ -122,7 +121,8 @@ impl Verifier {
             };
             (e, hint)
         })?;
-        verify_signature(parsed.alg, key, parsed.signing_input.as_bytes(), parsed.signature)
+        let fingerprint = selected.fingerprint;
+        verify_signature(parsed.alg, selected.key, parsed.signing_input.as_bytes(), parsed.signature)
             .map_err(|e| (e, None))?;
         check_claims(&payload, settings, now_unix).map_err(|e| (e, None))?;
         let exp = match payload.get("exp") {
@@ -133,6 +133,7 @@ impl Verifier {
             claims: Claims::from_checked_json(parsed.payload),
             issuer: index,
             kid: parsed.kid,
+            key: fingerprint,
             exp,
         })
     }
@@ -160,6 +161,8 @@ pub struct Verified {
     pub issuer: usize,
     /// Its `kid`, if any.
     pub kid: Option<String>,
+    /// The key that verified it.
+    pub key: KeyFingerprint,
     /// Its `exp` in whole unix seconds, when it is a non-negative number.
     pub exp: Option<u64>,
 }
@@ -240,9 +243,6 @@ impl<'de> Deserialize<'de> for HeaderResult {
                 let mut kid: Option<Value> = None;
                 let mut refused = false;
                 while let Some(name) = access.next_key::<Name<'de>>()? {
-                    if seen.iter().any(|s| s.0 == name.0) {
-                        return Err(de::Error::custom("duplicated member"));
-                    }
                     match name.0.as_ref() {
                         "alg" => alg = Some(access.next_value()?),
                         "kid" => kid = Some(access.next_value()?),
@@ -260,6 +260,9 @@ impl<'de> Deserialize<'de> for HeaderResult {
                     }
                     seen.push(name);
                 }
+                if has_duplicates(seen.iter().map(|n| n.0.as_ref())) {
+                    return Err(de::Error::custom("duplicated member"));
+                }
                 // In this order: `alg` (a string), then its value, then the
                 // other members.
                 let Some(Value::String(alg)) = alg else {
@@ -268,7 +271,7 @@ impl<'de> Deserialize<'de> for HeaderResult {
                 if alg.eq_ignore_ascii_case("none") {
                     return Ok(HeaderResult(Err(AuthError::AlgorithmNotAllowed)));
                 }
-                let Ok(alg) = Algorithm::from_str(&alg) else {
+                let Some(alg) = parse_algorithm(&alg) else {
                     return Ok(HeaderResult(Err(AuthError::AlgorithmNotAllowed)));
                 };
                 let kid = match kid {
@@ -285,6 +288,22 @@ impl<'de> Deserialize<'de> for HeaderResult {
 
         deserializer.deserialize_map(HeaderVisitor)
     }
+}
+
+/// Whether a name repeats. A token is unauthenticated input of up to 8 KiB
+/// (about a thousand members), so beyond a handful of names this takes
+/// linear time (a hash set), never pairwise comparisons; the usual dozen
+/// claims are compared pairwise, without allocating.
+fn has_duplicates<'a, I>(names: I) -> bool
+where
+    I: ExactSizeIterator<Item = &'a str> + Clone,
+{
+    const PAIRWISE: usize = 16;
+    if names.len() <= PAIRWISE {
+        return names.clone().enumerate().any(|(i, a)| names.clone().take(i).any(|b| a == b));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.into_iter().any(|name| !seen.insert(name))
 }
 
 /// A member name, borrowed from the input when it has no escapes.
@@ -374,17 +393,17 @@ impl<'de> Deserialize<'de> for Payload<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Payload<'de>, A::Error> {
                 let mut members: Vec<(Name<'de>, Member<'de>)> = Vec::with_capacity(16);
                 while let Some(name) = access.next_key::<Name<'de>>()? {
-                    // A duplicated `iss` or `sub` would let two parsers read
-                    // different values.
-                    if members.iter().any(|(n, _)| n.0 == name.0) {
-                        return Err(de::Error::custom("duplicated member"));
-                    }
                     let value = if READ_CLAIMS.contains(&name.0.as_ref()) {
                         access.next_value::<Member<'de>>()?
                     } else {
                         access.next_value::<NullOrOther>()?.0
                     };
                     members.push((name, value));
+                }
+                // A duplicated `iss` or `sub` would let two parsers read
+                // different values.
+                if has_duplicates(members.iter().map(|(n, _)| n.0.as_ref())) {
+                    return Err(de::Error::custom("duplicated member"));
                 }
                 Ok(Payload { members })
             }

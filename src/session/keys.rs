@@ -20,6 +20,7 @@ use std::fmt;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use sha2::{Digest, Sha256};
 
 use super::AuthError;
 use crate::secret::Secret;
@@ -46,6 +47,65 @@ const ED25519_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA];
 const MIN_RSA_BITS: usize = 2048;
 /// Longest `kid` looked up in a JWKS; longer ones are unknown without lookup.
 const MAX_KID_LEN: usize = 256;
+
+/// An algorithm by its JOSE name. `Ed25519` (RFC 9864's fully-specified
+/// name) and `EdDSA` are the same algorithm here: EdDSA keys are Ed25519
+/// keys only (Ed448 is not supported), so both names verify exactly the same
+/// signatures.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDSA),
+        other => other.parse().ok(),
+    }
+}
+
+/// The identity of one verification key: SHA-256 of its public material
+/// (for an HMAC secret, of an HMAC of a fixed label keyed by the secret, so
+/// the secret cannot be recovered from it). A cached session remembers the
+/// fingerprint of the key that verified it and is dropped when no key with
+/// that fingerprint is left in its issuer's set: a rotation that removes or
+/// replaces a key (even under the same `kid`) revokes the sessions it
+/// signed. `Debug` shows a short prefix only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint([u8; 32]);
+
+impl KeyFingerprint {
+    fn of(kind: &str, parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        h.update(kind.as_bytes());
+        for part in parts {
+            // Length-prefixed, so part boundaries cannot shift.
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().into())
+    }
+
+    fn of_decoding_key(key: &DecodingKey) -> Self {
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(der) => Self::of("der", &[der]),
+            DecodingKeyKind::RsaModulusExponent { n, e } => {
+                // Leading zero bytes do not change the key.
+                let trim = |b: &[u8]| -> Vec<u8> { b.iter().skip_while(|&&x| x == 0).copied().collect() };
+                Self::of("rsa", &[&trim(n), &trim(e)])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl KeyFingerprint {
+    /// A fingerprint no key has, for unit tests.
+    pub(super) fn unused() -> Self {
+        Self([0; 32])
+    }
+}
+
+impl fmt::Debug for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyFingerprint({})", hex::encode(&self.0[..4]))
+    }
+}
 
 /// Keys of one issuer. Built once at config load; verification never does
 /// I/O.
@@ -75,13 +135,17 @@ pub struct HmacKeys {
     hs256: aws_lc_rs::hmac::Key,
     hs384: aws_lc_rs::hmac::Key,
     hs512: aws_lc_rs::hmac::Key,
+    fingerprint: KeyFingerprint,
 }
 
 impl HmacKeys {
     fn new(secret: Secret) -> Self {
         let key = |alg| aws_lc_rs::hmac::Key::new(alg, secret.expose());
+        let hs256 = key(aws_lc_rs::hmac::HMAC_SHA256);
+        let check = aws_lc_rs::hmac::sign(&hs256, b"channelgate key fingerprint");
         Self {
-            hs256: key(aws_lc_rs::hmac::HMAC_SHA256),
+            fingerprint: KeyFingerprint::of("hmac", &[check.as_ref()]),
+            hs256,
             hs384: key(aws_lc_rs::hmac::HMAC_SHA384),
             hs512: key(aws_lc_rs::hmac::HMAC_SHA512),
             secret,
@@ -102,11 +166,24 @@ pub(super) enum VerifyKey<'a> {
     Public(Cow<'a, DecodingKey>),
 }
 
+/// A key chosen for a token, with its fingerprint.
+pub(super) struct Selected<'a> {
+    pub(super) key: VerifyKey<'a>,
+    pub(super) fingerprint: KeyFingerprint,
+}
+
 /// One public key loaded from PEM, with the algorithms it verifies.
 #[derive(Clone)]
 pub struct PemKey {
     key: DecodingKey,
     algorithms: &'static [Algorithm],
+    fingerprint: KeyFingerprint,
+}
+
+impl PemKey {
+    fn new(key: DecodingKey, algorithms: &'static [Algorithm]) -> Self {
+        Self { fingerprint: KeyFingerprint::of_decoding_key(&key), key, algorithms }
+    }
 }
 
 /// The usable signing keys of a JWKS document.
@@ -117,10 +194,11 @@ pub struct JwksKeys {
 
 /// One usable JWKS key.
 #[derive(Clone)]
-struct JwksKey {
+pub(super) struct JwksKey {
     kid: Option<String>,
-    key: DecodingKey,
+    pub(super) key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    pub(super) fingerprint: KeyFingerprint,
 }
 
 /// Why a key could not be loaded. Messages never contain key material.
@@ -172,7 +250,7 @@ impl KeySet {
 
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             check_rsa_key(&key)?;
-            return Ok(Self::Pem(PemKey { key, algorithms: RSA_ALGORITHMS }));
+            return Ok(Self::Pem(PemKey::new(key, RSA_ALGORITHMS)));
         }
         if label == "RSA PUBLIC KEY" {
             return Err(KeyError::InvalidPem);
@@ -182,11 +260,11 @@ impl KeySet {
                 Ok(point) => ec_point_algorithms(point)?,
                 Err(_) => return Err(KeyError::InvalidPem),
             };
-            return Ok(Self::Pem(PemKey { key, algorithms }));
+            return Ok(Self::Pem(PemKey::new(key, algorithms)));
         }
         if let Ok(key) = DecodingKey::from_ed_pem(pem) {
             return match key.try_get_as_bytes() {
-                Ok(raw) if raw.len() == 32 => Ok(Self::Pem(PemKey { key, algorithms: ED25519_ALGORITHMS })),
+                Ok(raw) if raw.len() == 32 => Ok(Self::Pem(PemKey::new(key, ED25519_ALGORITHMS))),
                 _ => Err(KeyError::UnsupportedKey("edwards curve other than ed25519")),
             };
         }
@@ -218,12 +296,27 @@ impl KeySet {
 impl JwksKeys {
     /// Parses a JWKS document; see [`KeySet::from_jwks_json`].
     pub fn from_json(json: &[u8]) -> Result<Self, KeyError> {
-        let set: JwkSet = serde_json::from_slice(json).map_err(|err| {
+        let mut doc: serde_json::Value = serde_json::from_slice(json).map_err(|err| {
             KeyError::InvalidJwks(format!(
                 "not a jwks document (line {}, column {})",
                 err.line(),
                 err.column()
             ))
+        })?;
+        // RFC 9864's `Ed25519` is what jsonwebtoken calls `EdDSA` (Ed25519
+        // keys only here); without this the key would be skipped as one of
+        // an unknown algorithm.
+        if let Some(keys) = doc.get_mut("keys").and_then(serde_json::Value::as_array_mut) {
+            for key in keys {
+                if let Some(alg) = key.get_mut("alg")
+                    && alg.as_str() == Some("Ed25519")
+                {
+                    *alg = serde_json::Value::String("EdDSA".to_owned());
+                }
+            }
+        }
+        let set: JwkSet = serde_json::from_value(doc).map_err(|_| {
+            KeyError::InvalidJwks("not a jwks document (`keys` is not a list of keys)".into())
         })?;
         let mut keys = Vec::new();
         for (index, jwk) in set.keys.iter().enumerate() {
@@ -252,6 +345,11 @@ impl JwksKeys {
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
+
+    /// Whether the set holds the key with this fingerprint.
+    pub fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == *fingerprint)
+    }
 }
 
 impl KeySet {
@@ -260,40 +358,61 @@ impl KeySet {
     /// `alg` outside the key's family → [`AuthError::AlgorithmNotAllowed`];
     /// for a JWKS, no key with that `kid` (or no `kid` and more than one key)
     /// → [`AuthError::UnknownKid`].
-    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<VerifyKey<'_>, AuthError> {
+    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<Selected<'_>, AuthError> {
         match self {
             Self::Secret(keys) => {
                 // An empty secret cannot verify anything.
                 if keys.secret.expose().is_empty() {
                     return Err(AuthError::InvalidSignature);
                 }
-                match alg {
-                    Algorithm::HS256 => Ok(VerifyKey::Hmac(&keys.hs256)),
-                    Algorithm::HS384 => Ok(VerifyKey::Hmac(&keys.hs384)),
-                    Algorithm::HS512 => Ok(VerifyKey::Hmac(&keys.hs512)),
-                    _ => Err(AuthError::AlgorithmNotAllowed),
-                }
+                let key = match alg {
+                    Algorithm::HS256 => &keys.hs256,
+                    Algorithm::HS384 => &keys.hs384,
+                    Algorithm::HS512 => &keys.hs512,
+                    _ => return Err(AuthError::AlgorithmNotAllowed),
+                };
+                Ok(Selected { key: VerifyKey::Hmac(key), fingerprint: keys.fingerprint })
             }
             Self::Pem(pem) => {
                 if pem.algorithms.contains(&alg) {
-                    Ok(VerifyKey::Public(Cow::Borrowed(&pem.key)))
+                    Ok(Selected {
+                        key: VerifyKey::Public(Cow::Borrowed(&pem.key)),
+                        fingerprint: pem.fingerprint,
+                    })
                 } else {
                     Err(AuthError::AlgorithmNotAllowed)
                 }
             }
-            Self::Jwks(jwks) => jwks.select(alg, kid).map(|k| VerifyKey::Public(Cow::Borrowed(k))),
+            Self::Jwks(jwks) => jwks.select(alg, kid).map(|k| Selected {
+                key: VerifyKey::Public(Cow::Borrowed(&k.key)),
+                fingerprint: k.fingerprint,
+            }),
             Self::Remote(remote) => {
                 if HMAC_ALGORITHMS.contains(&alg) {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
-                remote.select(alg, kid).map(|k| VerifyKey::Public(Cow::Owned(k)))
+                remote.select(alg, kid).map(|(key, fingerprint)| Selected {
+                    key: VerifyKey::Public(Cow::Owned(key)),
+                    fingerprint,
+                })
             }
+        }
+    }
+
+    /// Whether the key with this fingerprint is (still) in the set: a
+    /// cached session verified by a key that left is not used again.
+    pub fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
+        match self {
+            Self::Secret(keys) => keys.fingerprint == *fingerprint,
+            Self::Pem(pem) => pem.fingerprint == *fingerprint,
+            Self::Jwks(jwks) => jwks.holds(fingerprint),
+            Self::Remote(remote) => remote.holds(fingerprint),
         }
     }
 }
 
 impl JwksKeys {
-    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
+    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&JwksKey, AuthError> {
         match kid {
             Some(kid) => {
                 if kid.len() > MAX_KID_LEN {
@@ -302,14 +421,14 @@ impl JwksKeys {
                 let mut kid_found = false;
                 for key in self.keys.iter().filter(|key| key.kid.as_deref() == Some(kid)) {
                     if key.algorithms.contains(&alg) {
-                        return Ok(&key.key);
+                        return Ok(key);
                     }
                     kid_found = true;
                 }
                 Err(if kid_found { AuthError::AlgorithmNotAllowed } else { AuthError::UnknownKid })
             }
             None => match self.keys.as_slice() {
-                [only] if only.algorithms.contains(&alg) => Ok(&only.key),
+                [only] if only.algorithms.contains(&alg) => Ok(only),
                 [_] => Err(AuthError::AlgorithmNotAllowed),
                 _ => Err(AuthError::UnknownKid),
             },
@@ -377,7 +496,8 @@ fn jwks_key(jwk: &Jwk, index: usize) -> Result<Option<JwksKey>, KeyError> {
             _ => return Ok(None),
         },
     };
-    Ok(Some(JwksKey { kid: common.key_id.clone(), key, algorithms }))
+    let fingerprint = KeyFingerprint::of_decoding_key(&key);
+    Ok(Some(JwksKey { kid: common.key_id.clone(), key, algorithms, fingerprint }))
 }
 
 /// The algorithms of an uncompressed EC public point, by its size.

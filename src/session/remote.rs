@@ -15,32 +15,57 @@
 //!   fetched (http only for loopback hosts, for tests and sidecar setups).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::AuthError;
-use super::keys::JwksKeys;
+use super::keys::{JwksKeys, KeyFingerprint};
 use crate::upstream::{HttpsClient, https_client};
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Longest wait between two attempts while the keys are stale or were never
+/// fetched (the backoff starts at one second and doubles up to this).
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Most kids remembered as unknown.
+const UNKNOWN_KIDS: usize = 1024;
+/// Longest `kid` looked up or remembered.
+const MAX_KID_LEN: usize = 256;
 
 /// Where the keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A JWKS document URL.
     Jwks(url::Url),
     /// OIDC discovery: `{issuer}/.well-known/openid-configuration`, whose
-    /// `jwks_uri` is then fetched. The document's `issuer` must match.
-    Discovery(url::Url),
+    /// `jwks_uri` is then fetched. The document's `issuer` must equal the
+    /// configured `issuer` string exactly (OpenID Connect Discovery §4.3).
+    Discovery {
+        /// The configured issuer, as written.
+        issuer: String,
+        /// The issuer parsed as a URL.
+        url: url::Url,
+    },
+}
+
+impl KeySource {
+    /// The URL keys are fetched from (the issuer's for discovery).
+    pub fn url(&self) -> &url::Url {
+        match self {
+            KeySource::Jwks(u) | KeySource::Discovery { url: u, .. } => u,
+        }
+    }
 }
 
 /// Refresh and fetch settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSettings {
     /// Shortest time between scheduled refreshes (floor for Cache-Control).
     pub min_refresh: Duration,
@@ -68,6 +93,12 @@ impl Default for RemoteSettings {
 }
 
 /// Keys of one issuer, fetched over HTTPS.
+///
+/// Locking: `state` is a plain mutex held only for a few field updates,
+/// never across a call into another method of this type, an await or I/O
+/// (every access goes through [`RemoteKeys::with_state`], whose closure
+/// sees the fields only). `single_flight` is an async mutex held across the
+/// one refetch an unknown `kid` may cause, and by nothing else.
 pub struct RemoteKeys {
     source: KeySource,
     settings: RemoteSettings,
@@ -75,10 +106,15 @@ pub struct RemoteKeys {
     current: ArcSwapOption<Loaded>,
     state: std::sync::Mutex<FetchState>,
     single_flight: tokio::sync::Mutex<()>,
-    unknown_kids: moka::sync::Cache<String, ()>,
-    refresh_task: std::sync::atomic::AtomicBool,
-    fetches_ok: std::sync::atomic::AtomicU64,
-    fetches_failed: std::sync::atomic::AtomicU64,
+    /// Kids a successful fetch did not bring, until when they are not
+    /// refetched for again.
+    unknown_kids: quick_cache::sync::Cache<String, Instant>,
+    /// Wakes the background refresh when its schedule changed (a fetch
+    /// failed or succeeded elsewhere) or the key set was dropped.
+    wake: Arc<Notify>,
+    refresh_task: AtomicBool,
+    fetches_ok: AtomicU64,
+    fetches_failed: AtomicU64,
 }
 
 /// A loaded key set.
@@ -91,8 +127,11 @@ struct Loaded {
 struct FetchState {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
+    /// Failed attempts since the last success.
     failures: u32,
     stale_since: Option<SystemTime>,
+    /// When the background refresh fetches next; `None`: at once.
+    next_attempt: Option<Instant>,
 }
 
 /// What readiness reports about one issuer's keys.
@@ -143,6 +182,21 @@ pub enum FetchError {
         /// What is wrong.
         message: String,
     },
+    /// The discovery document names another issuer than the configured one.
+    /// Tokens carry the document's value in `iss`, so with this mismatch
+    /// every token would be refused: a configuration error.
+    #[error(
+        "{url}: the discovery document's issuer is `{discovered}` but the configured issuer is `{configured}`; \
+         they must be equal exactly (OpenID Connect Discovery 4.3): set `issuer: {discovered}`"
+    )]
+    IssuerMismatch {
+        /// The discovery document's URL.
+        url: String,
+        /// The configured issuer.
+        configured: String,
+        /// The document's `issuer` (cut to 200 characters).
+        discovered: String,
+    },
 }
 
 impl RemoteKeys {
@@ -155,25 +209,34 @@ impl RemoteKeys {
             current: ArcSwapOption::empty(),
             state: std::sync::Mutex::new(FetchState::default()),
             single_flight: tokio::sync::Mutex::new(()),
-            unknown_kids: moka::sync::Cache::builder()
-                .max_capacity(1024)
-                .time_to_live(settings.refetch_interval.max(Duration::from_secs(60)) * 10)
-                .build(),
+            unknown_kids: quick_cache::sync::Cache::new(UNKNOWN_KIDS),
+            wake: Arc::new(Notify::new()),
             settings,
-            refresh_task: std::sync::atomic::AtomicBool::new(false),
-            fetches_ok: std::sync::atomic::AtomicU64::new(0),
-            fetches_failed: std::sync::atomic::AtomicU64::new(0),
+            refresh_task: AtomicBool::new(false),
+            fetches_ok: AtomicU64::new(0),
+            fetches_failed: AtomicU64::new(0),
         })
     }
 
-    /// The key for `alg` and `kid`; [`AuthError::KeysUnavailable`] before the
-    /// first successful fetch.
-    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
+    /// Runs `f` on the fetch state. The closure must not call back into
+    /// `self` (the mutex is not reentrant): it gets the fields only.
+    fn with_state<R>(&self, f: impl FnOnce(&mut FetchState) -> R) -> R {
+        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// The key for `alg` and `kid`, with its fingerprint;
+    /// [`AuthError::KeysUnavailable`] before the first successful fetch.
+    pub(super) fn select(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<(DecodingKey, KeyFingerprint), AuthError> {
         let loaded = self.current.load();
         let Some(loaded) = loaded.as_ref() else {
             return Err(AuthError::KeysUnavailable);
         };
-        loaded.keys.select(alg, kid).cloned()
+        loaded.keys.select(alg, kid).map(|k| (k.key.clone(), k.fingerprint))
     }
 
     /// Whether the loaded key set holds `kid`.
@@ -181,16 +244,21 @@ impl RemoteKeys {
         self.current.load().as_ref().is_some_and(|l| l.keys.has_kid(kid))
     }
 
+    /// Whether the loaded key set holds the key with this fingerprint.
+    pub fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.current.load().as_ref().is_some_and(|l| l.keys.holds(fingerprint))
+    }
+
     /// Whether `other` fetches from the same place with the same settings
     /// (a reload then keeps this key set and its state).
     pub fn same_source(&self, other: &RemoteKeys) -> bool {
-        format!("{:?}|{:?}", self.source, self.settings) == format!("{:?}|{:?}", other.source, other.settings)
+        self.source == other.source && self.settings == other.settings
     }
 
     /// Marks the background refresh task as started; true for the first
     /// caller only.
     pub fn claim_refresh_task(&self) -> bool {
-        !self.refresh_task.swap(true, std::sync::atomic::Ordering::SeqCst)
+        !self.refresh_task.swap(true, Ordering::SeqCst)
     }
 
     /// Whether keys were loaded at least once.
@@ -198,78 +266,115 @@ impl RemoteKeys {
         self.current.load().is_some()
     }
 
+    /// Whether the last fetch attempt failed (the keys in use, if any, may
+    /// be out of date): a `kid` they lack may exist at the issuer.
+    pub fn is_stale(&self) -> bool {
+        self.with_state(|s| s.failures > 0)
+    }
+
+    /// How long until the background refresh should fetch (zero: now).
+    pub fn until_next_attempt(&self) -> Duration {
+        let next = self.with_state(|s| s.next_attempt);
+        next.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// What wakes the background refresh early: notified whenever the
+    /// schedule changes, and when the key set is dropped.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The URL keys come from, for logs and readiness.
+    pub fn source_url(&self) -> &url::Url {
+        self.source.url()
+    }
+
     /// Readiness details.
     pub fn status(&self) -> KeyStatus {
         let loaded = self.current.load();
-        let state =
-            self.state.lock().map(|s| (s.last_error.clone(), s.stale_since.is_some())).unwrap_or_default();
+        let (last_error, stale) = self.with_state(|s| (s.last_error.clone(), s.stale_since.is_some()));
         KeyStatus {
-            source: match &self.source {
-                KeySource::Jwks(u) | KeySource::Discovery(u) => u.to_string(),
-            },
+            source: self.source_url().to_string(),
             loaded: loaded.is_some(),
             keys: loaded.as_ref().map_or(0, |l| l.keys.len()),
             age_secs: loaded.as_ref().and_then(|l| l.fetched_at.elapsed().ok()).map(|d| d.as_secs()),
-            stale: state.1 && loaded.is_some(),
-            last_error: state.0,
-            fetches_ok: self.fetches_ok.load(std::sync::atomic::Ordering::Relaxed),
-            fetches_failed: self.fetches_failed.load(std::sync::atomic::Ordering::Relaxed),
+            stale: stale && loaded.is_some(),
+            last_error,
+            fetches_ok: self.fetches_ok.load(Ordering::Relaxed),
+            fetches_failed: self.fetches_failed.load(Ordering::Relaxed),
         }
     }
 
     /// Fetches the keys now. On success the new set replaces the old one and
-    /// the time until the next scheduled refresh is returned; on failure the
-    /// old set stays and the time until a retry (exponential, capped).
+    /// the next scheduled refresh is set from the issuer's Cache-Control
+    /// (within the configured bounds); on failure the old set stays and a
+    /// retry is scheduled with exponential backoff from 1 s, capped at 10 s.
+    /// Either way the background refresh is woken to follow the new
+    /// schedule. Returns the time until the next scheduled attempt.
     pub async fn refresh(&self) -> Result<Duration, (FetchError, Duration)> {
-        if let Ok(mut s) = self.state.lock() {
-            s.last_attempt = Some(Instant::now());
-        }
+        self.with_state(|s| s.last_attempt = Some(Instant::now()));
         let result = self.fetch().await;
         let counter = if result.is_ok() { &self.fetches_ok } else { &self.fetches_failed };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match result {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let outcome = match result {
             Ok((keys, max_age)) => {
                 let count = keys.len();
                 self.current.store(Some(Arc::new(Loaded { keys, fetched_at: SystemTime::now() })));
-                if let Ok(mut s) = self.state.lock() {
-                    if s.stale_since.is_some() {
-                        tracing::info!(source = %self.status().source, "issuer keys fetched again; no longer stale");
-                    }
-                    *s = FetchState { last_attempt: s.last_attempt, ..FetchState::default() };
-                }
+                // The new set answers for itself; kids it lacks are
+                // remembered again by the next refetch that misses them.
+                self.unknown_kids.clear();
                 let next = max_age.unwrap_or(self.settings.max_refresh);
                 let next = next.clamp(self.settings.min_refresh, self.settings.max_refresh);
                 // Refresh a little before the issuer's cache lifetime ends.
                 let next = next.mul_f64(0.9);
+                let recovered = self.with_state(|s| {
+                    let recovered = s.failures > 0;
+                    *s = FetchState {
+                        last_attempt: s.last_attempt,
+                        next_attempt: Some(Instant::now() + next),
+                        ..FetchState::default()
+                    };
+                    recovered
+                });
+                if recovered {
+                    tracing::info!(source = %self.source_url(), keys = count, "issuer keys fetched again after failures");
+                }
                 tracing::debug!(keys = count, next_in = ?next, "issuer keys refreshed");
                 Ok(next)
             }
             Err(e) => {
-                let failures = self.state.lock().map_or(1, |mut s| {
+                let message = e.to_string();
+                let (failures, retry) = self.with_state(|s| {
                     s.failures = s.failures.saturating_add(1);
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(message);
                     if s.stale_since.is_none() {
                         s.stale_since = Some(SystemTime::now());
                     }
-                    s.failures
+                    let retry = retry_after_failures(s.failures, self.settings.max_refresh);
+                    s.next_attempt = Some(Instant::now() + retry);
+                    (s.failures, retry)
                 });
                 if self.is_loaded() {
-                    tracing::warn!(error = %e, failures, "issuer keys could not be refreshed; serving the last good keys (stale)");
+                    tracing::warn!(error = %e, failures, retry_in = ?retry, "issuer keys could not be refreshed; serving the last good keys (stale)");
                 } else {
-                    tracing::warn!(error = %e, failures, "issuer keys could not be fetched; tokens of this issuer get 503 until they are");
+                    tracing::warn!(error = %e, failures, retry_in = ?retry, "issuer keys could not be fetched; tokens of this issuer get 503 until they are");
                 }
-                let backoff = Duration::from_secs(1u64 << failures.min(6)).min(self.settings.max_refresh);
-                Err((e, backoff))
+                Err((e, retry))
             }
-        }
+        };
+        self.wake.notify_one();
+        outcome
     }
 
     /// Called when a token names a `kid` the key set lacks: refetches at
     /// most once per `refetch_interval` (concurrent callers share one
-    /// fetch), and remembers kids still unknown afterwards. Returns whether
-    /// the kid is now known.
+    /// fetch). A kid is remembered as unknown (and not refetched for during
+    /// `refetch_interval`) only after a *successful* fetch that did not
+    /// bring it: a failed fetch proves nothing, and while the keys are stale
+    /// the background refresh retries every few seconds anyway. Returns
+    /// whether the kid is now known.
     pub async fn refetch_for_unknown_kid(&self, kid: &str) -> bool {
-        if kid.len() > 256 || self.unknown_kids.contains_key(kid) {
+        if kid.len() > MAX_KID_LEN || self.known_unknown(kid) {
             return false;
         }
         let _flight = self.single_flight.lock().await;
@@ -277,27 +382,33 @@ impl RemoteKeys {
             // Another request's refetch already brought it.
             return true;
         }
-        let recent = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.last_attempt)
-            .is_some_and(|t| t.elapsed() < self.settings.refetch_interval);
+        let interval = self.settings.refetch_interval;
+        let recent = self.with_state(|s| s.last_attempt).is_some_and(|t| t.elapsed() < interval);
         if !recent {
-            tracing::info!("token names an unknown kid; refetching the issuer's keys");
-            let _ = self.refresh().await;
+            tracing::info!(source = %self.source_url(), "token names an unknown kid; refetching the issuer's keys");
+            if self.refresh().await.is_ok() && !self.has_kid(kid) {
+                self.unknown_kids.insert(kid.to_owned(), Instant::now() + interval);
+            }
         }
-        let known = self.has_kid(kid);
-        if !known && !recent {
-            self.unknown_kids.insert(kid.to_owned(), ());
+        self.has_kid(kid)
+    }
+
+    /// Whether a successful fetch lately showed `kid` unknown.
+    fn known_unknown(&self, kid: &str) -> bool {
+        match self.unknown_kids.get(kid) {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                self.unknown_kids.remove(kid);
+                false
+            }
+            None => false,
         }
-        known
     }
 
     async fn fetch(&self) -> Result<(JwksKeys, Option<Duration>), FetchError> {
         let jwks_url = match &self.source {
             KeySource::Jwks(url) => url.clone(),
-            KeySource::Discovery(issuer) => self.discover(issuer).await?,
+            KeySource::Discovery { issuer, url } => self.discover(issuer, url).await?,
         };
         let (body, max_age) = self.get(&jwks_url).await?;
         let keys = JwksKeys::from_json(&body)
@@ -305,8 +416,8 @@ impl RemoteKeys {
         Ok((keys, max_age))
     }
 
-    async fn discover(&self, issuer: &url::Url) -> Result<url::Url, FetchError> {
-        let doc_url = discovery_url(issuer);
+    async fn discover(&self, issuer: &str, issuer_url: &url::Url) -> Result<url::Url, FetchError> {
+        let doc_url = discovery_url(issuer_url);
         let (body, _) = self.get(&doc_url).await?;
         let bad =
             |message: &str| FetchError::Document { url: doc_url.to_string(), message: message.to_owned() };
@@ -317,8 +428,12 @@ impl RemoteKeys {
         }
         let doc: Discovery =
             serde_json::from_slice(&body).map_err(|_| bad("not an OpenID configuration document"))?;
-        if doc.issuer.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
-            return Err(bad("the document's `issuer` does not match the configured issuer"));
+        if doc.issuer != issuer {
+            return Err(FetchError::IssuerMismatch {
+                url: doc_url.to_string(),
+                configured: issuer.to_owned(),
+                discovered: doc.issuer.chars().take(200).collect(),
+            });
         }
         let jwks = url::Url::parse(&doc.jwks_uri).map_err(|_| bad("`jwks_uri` is not a URL"))?;
         if !fetchable(&jwks) {
@@ -353,9 +468,23 @@ impl RemoteKeys {
     }
 }
 
+/// The wait before the next attempt after `failures` failed ones in a row:
+/// 1 s, 2 s, 4 s, 8 s, then 10 s (never more than `max_refresh`).
+fn retry_after_failures(failures: u32, max_refresh: Duration) -> Duration {
+    let doubling = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6));
+    doubling.min(MAX_RETRY).min(max_refresh.max(Duration::from_secs(1)))
+}
+
+impl Drop for RemoteKeys {
+    fn drop(&mut self) {
+        // Lets the background refresh notice at once that it has no work.
+        self.wake.notify_one();
+    }
+}
+
 impl std::fmt::Debug for RemoteKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteKeys").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("RemoteKeys").field("source", &self.source.url().as_str()).finish_non_exhaustive()
     }
 }
 
@@ -404,7 +533,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         s.push_str(&inner.to_string());
         source = inner.source();
     }
-    s
+    crate::diagnose::with_fetch_hint(s)
 }
 
 #[cfg(test)]
@@ -419,6 +548,16 @@ mod tests {
         assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
         h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
         assert_eq!(max_age(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retries_back_off_from_one_second_to_ten() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (1..=7).map(|f| retry_after_failures(f, hour).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10]);
+        assert_eq!(retry_after_failures(u32::MAX, hour), MAX_RETRY);
+        // Short refresh bounds (tests, eager operators) retry at least that often.
+        assert_eq!(retry_after_failures(5, Duration::from_secs(3)), Duration::from_secs(3));
     }
 
     #[test]

@@ -887,3 +887,80 @@ fn a_required_claim_written_as_null_with_spaces_is_missing() {
     let v = hmac_verifier(|_| {});
     assert!(v.verify_at(&token, NOW).is_ok());
 }
+
+// ---- RFC 9864 names, fingerprints, hostile payloads --------------------------
+
+/// A token whose header is `header` (raw JSON), signed with `key` as `alg`.
+fn signed_raw(header: &str, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg).unwrap();
+    format!("{signing_input}.{signature}")
+}
+
+#[test]
+fn ed25519_is_the_rfc_9864_name_of_eddsa() {
+    assert_eq!(parse_algorithm("Ed25519"), Some(Algorithm::EdDSA));
+    assert_eq!(parse_algorithm("EdDSA"), Some(Algorithm::EdDSA));
+    assert_eq!(parse_algorithm("Ed448"), None);
+    assert_eq!(parse_algorithm("none"), None);
+    let token = signed_raw(r#"{"alg":"Ed25519","typ":"JWT"}"#, &base_claims(), &ed_key(), Algorithm::EdDSA);
+    // With a PEM key and with a JWKS whose key says `"alg": "Ed25519"`.
+    let v = verifier(settings(pem(ED25519_PUBLIC_PEM), &[Algorithm::EdDSA]));
+    assert_eq!(v.verify_at(&token, NOW).unwrap().sub(), Some("user-42"));
+    let mut key = serde_json::to_value(jwk(&ed_key(), Algorithm::EdDSA, "ed-9864", true)).unwrap();
+    assert_eq!(key["alg"], "EdDSA");
+    key["alg"] = json!("Ed25519");
+    let set = KeySet::from_jwks_json(json!({ "keys": [key] }).to_string().as_bytes()).unwrap();
+    assert!(set.supports(Algorithm::EdDSA), "a JWK with alg Ed25519 is not skipped");
+    let token =
+        signed_raw(r#"{"alg":"Ed25519","kid":"ed-9864"}"#, &base_claims(), &ed_key(), Algorithm::EdDSA);
+    assert!(verifier(settings(set, &[Algorithm::EdDSA])).verify_at(&token, NOW).is_ok());
+    // Still bound to the key family: an RSA key does not verify `Ed25519`.
+    let v = verifier(settings(pem(RSA_PUBLIC_PEM), ALL_ASYMMETRIC));
+    assert_eq!(v.verify_at(&token, NOW), Err(AuthError::AlgorithmNotAllowed));
+}
+
+#[test]
+fn each_key_has_a_fingerprint_that_another_key_under_its_kid_does_not_share() {
+    let claims = base_claims();
+    let old = jwks(vec![jwk(&rsa_key(), Algorithm::RS256, "k", true)]);
+    let new = jwks(vec![jwk(&rsa2_key(), Algorithm::RS256, "k", true)]);
+    let token = mint_kid(Algorithm::RS256, Some("k"), &rsa_key(), &claims);
+    let verified = verifier(settings(old.clone(), &[Algorithm::RS256])).verify_detailed(&token, NOW).unwrap();
+    assert!(old.holds(&verified.key));
+    assert!(!new.holds(&verified.key), "the same kid with another key is another key");
+    // The same key in the same form is the same key (a refetched JWKS).
+    let again = jwks(vec![jwk(&rsa_key(), Algorithm::RS256, "k", true)]);
+    assert!(again.holds(&verified.key));
+    // HMAC: bound to the secret, which the fingerprint does not reveal.
+    let hs = hmac_verifier(|_| {}).verify_detailed(&hs256(&claims), NOW).unwrap();
+    assert!(KeySet::from_secret(Secret::new(HMAC_SECRET)).holds(&hs.key));
+    assert!(!KeySet::from_secret(Secret::new("another-secret-0123456789abcdef!!")).holds(&hs.key));
+    let shown = format!("{:?}", hs.key);
+    assert!(shown.len() < 30 && !shown.contains(&hex::encode(HMAC_SECRET)), "{shown}");
+}
+
+#[test]
+fn duplicates_are_found_among_many_members_and_many_members_are_fine() {
+    let v = hmac_verifier(|_| {});
+    let mut members: Vec<String> = (0..500).map(|i| format!("\"c{i}\":{i}")).collect();
+    members.push(format!("\"sub\":\"u\",\"exp\":{}", NOW + 600));
+    let payload = format!("{{{}}}", members.join(","));
+    let header = r#"{"alg":"HS256"}"#;
+    let sign = |payload: &str| {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &hmac_key(), Algorithm::HS256).unwrap();
+        format!("{input}.{sig}")
+    };
+    let token = sign(&payload);
+    assert!(token.len() < 8192, "{}", token.len());
+    assert!(v.verify_at(&token, NOW).is_ok());
+    // A repeat of the first member at the very end.
+    let repeated = format!("{{{},\"c0\":1}}", members.join(","));
+    assert_eq!(v.verify_at(&sign(&repeated), NOW), Err(AuthError::Malformed));
+    // And in the header, past a few members.
+    let many: Vec<String> = (0..40).map(|i| format!("\"h{i}\":1")).collect();
+    let header = format!(r#"{{"alg":"HS256",{},"h7":2}}"#, many.join(","));
+    let token = raw_token(&header, &base_claims().to_string(), "c2ln");
+    assert_eq!(v.verify_at(&token, NOW), Err(AuthError::Malformed));
+}

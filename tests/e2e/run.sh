@@ -2,15 +2,16 @@
 # End-to-end tests of channelgate with real third-party components only:
 #   - Sockudo 5.2.0 (a Pusher-protocol server; `cargo install`, reused when already built),
 #   - pusher-js and the official `pusher` server SDK (npm, from package-lock.json),
+#   - the official `pusher` server SDK from PyPI (requirements.txt, in tests/e2e/.venv),
 #   - headless Chromium (Debian's `chromium`, driven by playwright-core) on examples/demo.
 #
-#   tests/e2e/run.sh                 installs what is missing, builds channelgate, runs both suites
+#   tests/e2e/run.sh                 installs what is missing, builds channelgate, runs the suites
 #
 # Environment (all optional):
 #   CHANNELGATE_BIN   a channelgate binary to test (default: `cargo build --locked`, target/debug/channelgate)
 #   SOCKUDO_BIN       a Sockudo 5.2.0 binary (default: $CARGO_HOME/bin/sockudo, installed when missing)
 #   CHROMIUM          the browser (default: /usr/bin/chromium)
-#   E2E_SUITES        "e2e browser" (default) or one of them
+#   E2E_SUITES        "e2e sdk browser" (default) or some of them
 #   E2E_DEBUG=1       pusher-js logs to the console
 #
 # Every server listens on 127.0.0.1 on a free port, gets fresh random secrets,
@@ -24,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 artifacts="$here/artifacts"
 logs="$artifacts/logs"
-suites=${E2E_SUITES:-e2e browser}
+suites=${E2E_SUITES:-e2e sdk browser}
 sockudo_version=5.2.0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/channelgate-e2e.XXXXXX")
@@ -213,6 +214,21 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)
   || setup_fail "Node.js >= 18 is needed (found $(node --version))"
 command -v npm >/dev/null 2>&1 || apt_install npm
 
+# The PyPI SDK for sdk.mjs: a venv kept in tests/e2e/.venv, rebuilt when requirements.txt changes.
+venv="$here/.venv"
+if wants sdk; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+  fi
+  if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" || ! "$venv/bin/python" -c 'import pusher' >/dev/null 2>&1; then
+    echo "== python3 -m venv tests/e2e/.venv; pip install -r requirements.txt"
+    rm -rf "$venv"
+    { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" \
+      && cp "$here/requirements.txt" "$venv/requirements.txt"; } >"$logs/pip-sdk.log" 2>&1 \
+      || setup_fail "the Python SDK's venv could not be made; see $logs/pip-sdk.log"
+  fi
+fi
+
 chromium_bin=${CHROMIUM:-/usr/bin/chromium}
 if wants browser && [ ! -x "$chromium_bin" ]; then
   apt_install chromium
@@ -256,12 +272,14 @@ echo "   tools ready in $((SECONDS - started)) s"
 # ------------------------------------------------------------------ servers
 
 echo "== starting servers"
-if wants e2e; then
+if wants e2e || wants sdk; then
   e2e_app_secret=$(secret 24)
   e2e_master_key=$(secret 32)        # base64 of 32 bytes, as the SDKs expect
   e2e_jwt_secret=$(secret 48)
   e2e_admin_token=$(secret 24)       # channelgate's admin API
-  e2e_publish_secret=$(secret 24)    # the local credential of the publish proxy
+  e2e_publish_secret=$(secret 24)    # the local credentials of the publish proxy
+  e2e_sdk_secret=$(secret 24)
+  e2e_sdk_master_key=$(secret 32)    # the local master key the SDKs seal with
   e2e_sockudo_port=$(free_port)
   e2e_hooks_port=$(free_port)        # the webhook receiver e2e.mjs runs
   # channelgate first (Sockudo's webhook URL is channelgate's port), from a copy
@@ -270,6 +288,8 @@ if wants e2e; then
   e2e_config="$work/e2e/channelgate.yaml"
   mkdir -p "$work/e2e"
   cp -r "$here/policies" "$work/e2e/"
+  # The Laravel example's rules too (sdk.mjs checks Echo's presence members with them).
+  cp "$root/examples/laravel-echo/policies/laravel.yaml" "$work/e2e/policies/"
   sed -e "s|^  api_url: http://127.0.0.1:[0-9]*|  api_url: http://127.0.0.1:$e2e_sockudo_port|" \
       -e "s|^  forward_to: http://127.0.0.1:[0-9]*/hooks|  forward_to: http://127.0.0.1:$e2e_hooks_port/hooks|" \
       "$here/channelgate.yaml" >"$e2e_config"
@@ -279,7 +299,8 @@ if wants e2e; then
   start_channelgate channelgate-e2e "$e2e_config" \
     "PUSHER_APP_SECRET=$e2e_app_secret" "PUSHER_ENCRYPTION_MASTER_KEY_BASE64=$e2e_master_key" \
     "SESSION_JWT_SECRET=$e2e_jwt_secret" "CHANNELGATE_ADMIN_TOKEN=$e2e_admin_token" \
-    "CHANNELGATE_PUBLISH_SECRET=$e2e_publish_secret"
+    "CHANNELGATE_PUBLISH_SECRET=$e2e_publish_secret" "CHANNELGATE_SDK_SECRET=$e2e_sdk_secret" \
+    "CHANNELGATE_SDK_MASTER_KEY=$e2e_sdk_master_key"
   e2e_gateway=$gateway_url
   e2e_admin=$admin_url
   [ -n "$e2e_admin" ] || setup_fail "channelgate-e2e did not log its admin listener"
@@ -323,7 +344,13 @@ if wants e2e; then
     "PUSHER_APP_SECRET=$e2e_app_secret" "PUSHER_ENCRYPTION_MASTER_KEY_BASE64=$e2e_master_key" \
     "SESSION_JWT_SECRET=$e2e_jwt_secret" "CHANNELGATE_ADMIN_URL=$e2e_admin" \
     "CHANNELGATE_ADMIN_TOKEN=$e2e_admin_token" "CHANNELGATE_PUBLISH_SECRET=$e2e_publish_secret" \
-    "E2E_HOOKS_PORT=$e2e_hooks_port" "E2E_DEBUG=${E2E_DEBUG:-}"
+    "CHANNELGATE_SDK_SECRET=$e2e_sdk_secret" "E2E_HOOKS_PORT=$e2e_hooks_port" "E2E_DEBUG=${E2E_DEBUG:-}"
+fi
+if wants sdk; then
+  run_suite sdk sdk.mjs "SOCKUDO_PORT=$e2e_sockudo_port" "CHANNELGATE_URL=$e2e_gateway" \
+    "CHANNELGATE_ADMIN_URL=$e2e_admin" "SESSION_JWT_SECRET=$e2e_jwt_secret" "PUSHER_APP_SECRET=$e2e_app_secret" \
+    "CHANNELGATE_SDK_SECRET=$e2e_sdk_secret" "CHANNELGATE_SDK_MASTER_KEY=$e2e_sdk_master_key" \
+    "E2E_PYTHON=$venv/bin/python" "E2E_HOOKS_PORT=$e2e_hooks_port" "E2E_DEBUG=${E2E_DEBUG:-}"
 fi
 if wants browser; then
   run_suite browser browser.mjs "DEMO_URL=http://127.0.0.1:$demo_port" "CHROMIUM=$chromium_bin" \

@@ -23,10 +23,17 @@ use crate::support::*;
 const ADMIN_TOKEN: &str = "it-admin-token-0123456789abcdef";
 const LOCAL_KEY: &str = "local-app";
 const LOCAL_SECRET: &str = "local-publish-secret-0123456789";
+/// A client as the SDK e2e suite and README configure one: its own numeric
+/// app id and a local master key.
+const SDK_KEY: &str = "sdk-local";
+const SDK_SECRET: &str = "sdk-local-secret-0123456789abcdef";
+const SDK_MASTER_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const SDK_CLIENT: &str = "    - key: sdk-local\n      secret: { file: sdk.secret }\n      app_id: \"424242\"\n      encryption_master_key: { file: sdk.master }\n";
 
 /// What a fake upstream received.
 #[derive(Debug, Clone)]
 struct Received {
+    method: String,
     path: String,
     query: String,
     headers: http::HeaderMap,
@@ -38,6 +45,7 @@ struct Fake {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<Mutex<u16>>,
+    answer: Arc<Mutex<Bytes>>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -47,27 +55,30 @@ impl Fake {
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(200u16));
+        let answer = Arc::new(Mutex::new(Bytes::from_static(b"{}")));
         let (stop, mut stopped) = oneshot::channel::<()>();
-        let (g, st) = (got.clone(), status.clone());
+        let (g, st, an) = (got.clone(), status.clone(), answer.clone());
         tokio::spawn(async move {
             loop {
                 let (tcp, _) =
                     tokio::select! { r = listener.accept() => r.unwrap(), _ = &mut stopped => return };
-                let (g, st) = (g.clone(), st.clone());
+                let (g, st, an) = (g.clone(), st.clone(), an.clone());
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (g, st) = (g.clone(), st.clone());
+                            let (g, st, an) = (g.clone(), st.clone(), an.clone());
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body.collect().await.unwrap().to_bytes();
                                 g.lock().unwrap().push(Received {
+                                    method: parts.method.to_string(),
                                     path: parts.uri.path().to_owned(),
                                     query: parts.uri.query().unwrap_or("").to_owned(),
                                     headers: parts.headers,
                                     body,
                                 });
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                                let answer = an.lock().unwrap().clone();
+                                let mut resp = hyper::Response::new(Full::new(answer));
                                 *resp.status_mut() =
                                     hyper::StatusCode::from_u16(*st.lock().unwrap()).unwrap();
                                 Ok::<_, Infallible>(resp)
@@ -79,7 +90,7 @@ impl Fake {
                 });
             }
         });
-        Fake { addr, got, status, _stop: stop }
+        Fake { addr, got, status, answer, _stop: stop }
     }
 
     fn url(&self) -> String {
@@ -103,11 +114,20 @@ impl std::ops::Deref for Admin {
 
 impl Admin {
     async fn start(api: &str, hooks: &str, revocation: &str) -> Admin {
+        Self::start_with(api, hooks, revocation, "", "").await
+    }
+
+    /// `clients`: more `publish.clients` entries; `webhooks`: more
+    /// `webhooks:` lines. The SDK client's secret and local master key are
+    /// in `sdk.secret` and `sdk.master`.
+    async fn start_with(api: &str, hooks: &str, revocation: &str, clients: &str, webhooks: &str) -> Admin {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         std::fs::write(dir.path().join("local.secret"), LOCAL_SECRET).unwrap();
+        std::fs::write(dir.path().join("sdk.secret"), SDK_SECRET).unwrap();
+        std::fs::write(dir.path().join("sdk.master"), SDK_MASTER_B64).unwrap();
         let extra = format!(
-            "admin:\n  listen: 127.0.0.1:0\n  token: {{ file: admin.token }}\npublish:\n  clients:\n    - key: {LOCAL_KEY}\n      secret: {{ file: local.secret }}\n  timeout: 2s\n  retries: 1\nwebhooks:\n  forward_to: {hooks}/hooks\n  max_age: 300s\n{revocation}"
+            "admin:\n  listen: 127.0.0.1:0\n  token: {{ file: admin.token }}\npublish:\n  clients:\n    - key: {LOCAL_KEY}\n      secret: {{ file: local.secret }}\n{clients}  timeout: 2s\n  retries: 1\nwebhooks:\n  forward_to: {hooks}/hooks\n  max_age: 300s\n{webhooks}{revocation}"
         );
         let config = write_config(dir.path(), &Setup { extra_config: extra, ..Setup::default() });
         let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -555,4 +575,404 @@ async fn replica_with_url(redis_port: u16, api: &Fake, hooks: &Fake) -> Admin {
     );
     std::fs::write(&config, text).unwrap();
     Admin(AdminGateway::run(dir, &config).await)
+}
+
+/// A REST query signed as an official SDK signs it: pusher-http-node
+/// (`body_md5` only with a body, `auth_signature` last) or
+/// pusher-http-python 3.3 (`body_md5` always, even of an empty GET body;
+/// `auth_signature` sorted in; nothing percent-encoded).
+fn sdk_query(
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+    key: &str,
+    secret: &str,
+    python: bool,
+) -> String {
+    let extra: Vec<(String, String)> =
+        extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    if !python {
+        return rest::signed_query_with(
+            method,
+            path,
+            &extra,
+            body.as_bytes(),
+            key,
+            &Secret::new(secret),
+            now(),
+        );
+    }
+    let mut params = extra;
+    params.push(("auth_key".into(), key.into()));
+    params.push(("auth_timestamp".into(), now().to_string()));
+    params.push(("auth_version".into(), "1.0".into()));
+    params.push(("body_md5".into(), rest::body_md5(body.as_bytes())));
+    params.sort();
+    let canonical = params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let signature = {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{method}\n{path}\n{canonical}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    params.push(("auth_signature".into(), signature));
+    params.sort();
+    params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+async fn rest_call(gw: &Admin, method: &str, path: &str, query: &str, body: &str) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = client().request(method, format!("http://{}{path}?{query}", gw.admin));
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json").body(body.to_owned());
+    }
+    let (s, _, b) = split(req.send().await.unwrap()).await;
+    (s, b)
+}
+
+/// The audit log's publish-proxy lines.
+fn rest_audit(gw: &Admin) -> Vec<Value> {
+    std::fs::read_to_string(gw.dir.path().join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "rest")
+        .collect()
+}
+
+/// Query parameters of a call, and a (key, secret) credential.
+type Params = Vec<(&'static str, &'static str)>;
+type Credential = (&'static str, &'static str);
+
+fn real_lookup(k: &str) -> Option<Secret> {
+    (k == APP_KEY).then(|| Secret::new(APP_SECRET))
+}
+
+#[tokio::test]
+async fn publish_proxy_serves_every_rest_endpoint_the_sdks_call() {
+    let (api, hooks) = (Fake::start().await, Fake::start().await);
+    let gw = Admin::start_with(&api.url(), &hooks.url(), "", SDK_CLIENT, "").await;
+    let answer = r#"{"channels":{"presence-room-1":{"user_count":2}}}"#;
+    *api.answer.lock().unwrap() = Bytes::from_static(answer.as_bytes());
+
+    // (method, path the SDK calls, its query parameters, body, client, Python-style?,
+    //  path forwarded, parameters forwarded)
+    let sdk = (SDK_KEY, SDK_SECRET);
+    let local = (LOCAL_KEY, LOCAL_SECRET);
+    #[expect(clippy::type_complexity, reason = "a table of cases, read row by row")]
+    let calls: Vec<(&str, &str, Params, &str, Credential, bool, &str, &str)> = vec![
+        (
+            "GET",
+            "/apps/1001/channels",
+            vec![("filter_by_prefix", "presence-"), ("info", "user_count")],
+            "",
+            local,
+            false,
+            "/apps/1001/channels",
+            "filter_by_prefix=presence-&info=user_count",
+        ),
+        (
+            "GET",
+            "/apps/424242/channels",
+            vec![("info", "user_count,subscription_count")],
+            "",
+            sdk,
+            true,
+            "/apps/1001/channels",
+            "info=user_count,subscription_count",
+        ),
+        (
+            "GET",
+            "/apps/424242/channels/presence-room-1",
+            vec![("info", "user_count")],
+            "",
+            sdk,
+            true,
+            "/apps/1001/channels/presence-room-1",
+            "info=user_count",
+        ),
+        (
+            "GET",
+            "/apps/424242/channels/presence-room-1/users",
+            vec![],
+            "",
+            sdk,
+            false,
+            "/apps/1001/channels/presence-room-1/users",
+            "",
+        ),
+        // pusher-http-python 3.3 leaves out the /apps/{id} prefix.
+        (
+            "POST",
+            "/users/alice/terminate_connections",
+            vec![],
+            "{}",
+            sdk,
+            true,
+            "/apps/1001/users/alice/terminate_connections",
+            "",
+        ),
+        (
+            "POST",
+            "/apps/424242/users/bob/terminate_connections",
+            vec![],
+            "{}",
+            sdk,
+            false,
+            "/apps/1001/users/bob/terminate_connections",
+            "",
+        ),
+        (
+            "POST",
+            "/apps/424242/events",
+            vec![],
+            r##"{"name":"e","data":"x","channels":["#server-to-user-alice"]}"##,
+            sdk,
+            false,
+            "/apps/1001/events",
+            "",
+        ),
+    ];
+    for (i, (method, path, extra, body, (key, secret), python, forwarded, params)) in
+        calls.into_iter().enumerate()
+    {
+        let query = sdk_query(method, path, &extra, body, key, secret, python);
+        let (s, b) = rest_call(&gw, method, path, &query, body).await;
+        assert_eq!((s, b.to_string()), (200, answer.to_owned()), "{method} {path}");
+        let got = api.received();
+        assert_eq!(got.len(), i + 1, "{method} {path} was not forwarded once");
+        let r = &got[i];
+        assert_eq!((r.method.as_str(), r.path.as_str()), (method, forwarded));
+        assert_eq!(&r.body[..], body.as_bytes(), "{method} {path}: the body changed");
+        assert_eq!(
+            rest::verify(method, &r.path, &r.query, &r.body, real_lookup, now(), 60).as_deref(),
+            Ok(APP_KEY),
+            "{method} {path}: not re-signed with the real credential: {}",
+            r.query
+        );
+        assert_eq!(r.query.contains("body_md5"), method == "POST", "{method} {path}: {}", r.query);
+        let kept: Vec<&str> =
+            r.query.split('&').filter(|p| !p.starts_with("auth_") && !p.starts_with("body_md5")).collect();
+        let mut expected: Vec<&str> = params.split('&').filter(|p| !p.is_empty()).collect();
+        expected.sort_unstable();
+        assert_eq!(kept, expected, "{method} {path}: query parameters");
+    }
+
+    // The API's answer comes back as it is, error statuses included.
+    *api.status.lock().unwrap() = 404;
+    *api.answer.lock().unwrap() = Bytes::from_static(br#"{"error":"unknown channel"}"#);
+    let path = "/apps/1001/channels/presence-gone";
+    let (s, b) =
+        rest_call(&gw, "GET", path, &sdk_query("GET", path, &[], "", LOCAL_KEY, LOCAL_SECRET, false), "")
+            .await;
+    assert_eq!((s, b), (404, json!({"error": "unknown channel"})));
+    *api.status.lock().unwrap() = 200;
+
+    // Refusals: a clear 4xx with a reason, nothing forwarded, an audit line each.
+    let before = api.received().len();
+    let real = (APP_KEY, APP_SECRET);
+    let ev = r#"{"name":"e","data":"x","channels":["c"]}"#;
+    let refusals: Vec<(&str, &str, Params, &str, Credential, u16, &str)> = vec![
+        ("GET", "/apps/1001/channels", vec![], "", sdk, 403, "app_id_mismatch"),
+        ("POST", "/apps/424242/events", vec![], ev, local, 403, "app_id_mismatch"),
+        ("GET", "/apps/1001/channels", vec![], "", real, 401, "unknown_key"),
+        ("GET", "/apps/1001/channels", vec![("foo", "bar")], "", local, 400, "unknown_parameter"),
+        (
+            "GET",
+            "/apps/1001/channels/presence-a/users",
+            vec![("info", "user_count")],
+            "",
+            local,
+            400,
+            "unknown_parameter",
+        ),
+        ("GET", "/apps/1001/channels/bad:name", vec![], "", local, 400, "invalid_channel_name"),
+        ("POST", "/users/bad%20id/terminate_connections", vec![], "{}", sdk, 400, "invalid_user_id"),
+        ("POST", "/users/alice/terminate_connections", vec![], r#"{"x":1}"#, sdk, 400, "invalid_body"),
+        ("GET", "/apps/1001/webhooks", vec![], "", local, 404, "unknown_endpoint"),
+        ("GET", "/users/alice", vec![], "", local, 404, "unknown_endpoint"),
+        ("POST", "/apps/1001/channels", vec![], "{}", local, 405, "method_not_allowed"),
+        ("GET", "/apps/1001/events", vec![], "", local, 405, "method_not_allowed"),
+    ];
+    let count = refusals.len();
+    for (method, path, extra, body, (key, secret), status, reason) in refusals {
+        let query = sdk_query(method, path, &extra, body, key, secret, false);
+        let (s, b) = rest_call(&gw, method, path, &query, body).await;
+        assert_eq!((s, b["reason"].as_str()), (status, Some(reason)), "{method} {path}: {b}");
+    }
+    // Signed for the Python SDK's path, sent to another user's.
+    let query = sdk_query("POST", "/users/alice/terminate_connections", &[], "{}", SDK_KEY, SDK_SECRET, true);
+    let (s, b) = rest_call(&gw, "POST", "/users/mallory/terminate_connections", &query, "{}").await;
+    assert_eq!((s, b["reason"].as_str()), (401, Some("invalid_signature")));
+    assert_eq!(api.received().len(), before, "a refused request was forwarded");
+
+    let gw_dir = gw.dir.path().to_owned();
+    eventually("the audit lines of the publish proxy", || {
+        let n = rest_audit(&gw).len();
+        async move { n >= 9 + count }
+    })
+    .await;
+    let lines = rest_audit(&gw);
+    let mismatch = lines.iter().find(|l| l["reason"] == "app_id_mismatch").unwrap();
+    assert_eq!(
+        (&mismatch["decision"], &mismatch["key"], &mismatch["endpoint"], &mismatch["status"]),
+        (&json!("refuse"), &json!(SDK_KEY), &json!("channels"), &json!(403))
+    );
+    let forwarded = lines.iter().find(|l| l["endpoint"] == "terminate_user_connections").unwrap();
+    assert_eq!((&forwarded["decision"], &forwarded["upstream_status"]), (&json!("forward"), &json!(200)));
+    assert!(lines.iter().any(|l| l["reason"] == "unknown_endpoint" && l["endpoint"] == "unknown"));
+    let text = std::fs::read_to_string(gw_dir.join("audit.log")).unwrap();
+    for secret in [SDK_SECRET, LOCAL_SECRET, APP_SECRET, "auth_signature"] {
+        assert!(!text.contains(secret), "the audit log holds {secret}");
+    }
+    gw.stop().await;
+}
+
+/// Seals `plaintext` for `channel` as the official SDKs do with master key
+/// `master_b64`; `python` uses pusher-http-python's spacing.
+fn sdk_seal(master_b64: &str, channel: &str, plaintext: &[u8], python: bool) -> String {
+    let key = MasterKey::from_base64(master_b64).unwrap().shared_secret_bytes(channel);
+    let nonce = [9u8; 24];
+    let ciphertext =
+        crypto_secretbox::XSalsa20Poly1305::new((&key).into()).encrypt((&nonce).into(), plaintext).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (nonce, ciphertext) = (b64.encode(nonce), b64.encode(ciphertext));
+    if python {
+        format!(r#"{{"nonce": "{nonce}", "ciphertext": "{ciphertext}"}}"#)
+    } else {
+        format!(r#"{{"nonce":"{nonce}","ciphertext":"{ciphertext}"}}"#)
+    }
+}
+
+/// Opens a forwarded `data` with the real master key.
+fn open_real(channel: &str, data: &Value) -> Vec<u8> {
+    let sealed: Value = serde_json::from_str(data.as_str().unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let nonce: [u8; 24] = b64.decode(sealed["nonce"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let ciphertext = b64.decode(sealed["ciphertext"].as_str().unwrap()).unwrap();
+    let key = MasterKey::from_base64(MASTER_KEY_B64).unwrap().shared_secret_bytes(channel);
+    crypto_secretbox::XSalsa20Poly1305::new((&key).into())
+        .decrypt((&nonce).into(), ciphertext.as_slice())
+        .unwrap_or_else(|_| panic!("the forwarded payload does not open with the real key for {channel}"))
+}
+
+#[tokio::test]
+async fn sdk_sealed_payloads_are_opened_with_the_local_key_and_resealed() {
+    let (api, hooks) = (Fake::start().await, Fake::start().await);
+    let gw = Admin::start_with(&api.url(), &hooks.url(), "", SDK_CLIENT, "").await;
+    let post = |path: &'static str, body: String, key: &'static str, secret: &'static str| {
+        let query = sdk_query("POST", path, &[], &body, key, secret, false);
+        let gw = &gw;
+        async move { rest_call(gw, "POST", path, &query, &body).await }
+    };
+    let team = "private-encrypted-team-acme";
+    // What pusher-http-node seals: JSON.stringify(data), so a string keeps its quotes.
+    for (i, (plaintext, python)) in [
+        (&br#"{"launch":"friday","n":[1,2]}"#[..], false),
+        (&b"\"quoted text\""[..], false),
+        ("caf\u{e9} \u{1f600}".as_bytes(), true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = sdk_seal(SDK_MASTER_B64, team, plaintext, python);
+        let body = json!({"name": "plan", "channels": [team], "data": data}).to_string();
+        let (s, b) = post("/apps/424242/events", body, SDK_KEY, SDK_SECRET).await;
+        assert_eq!(s, 200, "{b}");
+        let sent: Value = serde_json::from_slice(&api.received()[i].body).unwrap();
+        assert_ne!(sent["data"].as_str(), Some(data.as_str()), "forwarded sealed with the local key");
+        assert_eq!(open_real(team, &sent["data"]), plaintext, "the plaintext changed on the way");
+    }
+    // trigger_batch: each event opened with its own channel's key.
+    let other = "private-encrypted-team-globex";
+    let batch = json!({"batch": [
+        {"channel": team, "name": "a", "data": sdk_seal(SDK_MASTER_B64, team, b"1", false)},
+        {"channel": "private-plain", "name": "b", "data": "2"},
+        {"channel": other, "name": "c", "data": sdk_seal(SDK_MASTER_B64, other, b"3", true)},
+    ]})
+    .to_string();
+    assert_eq!(post("/apps/424242/batch_events", batch, SDK_KEY, SDK_SECRET).await.0, 200);
+    let sent: Value = serde_json::from_slice(&api.received()[3].body).unwrap();
+    assert_eq!(open_real(team, &sent["batch"][0]["data"]), b"1");
+    assert_eq!(sent["batch"][1]["data"], "2");
+    assert_eq!(open_real(other, &sent["batch"][2]["data"]), b"3");
+    // Plaintext, from an SDK that can send it, is still sealed by channelgate.
+    let body = json!({"name": "p", "channels": [team], "data": "plain"}).to_string();
+    assert_eq!(post("/apps/424242/events", body, SDK_KEY, SDK_SECRET).await.0, 200);
+    let sent: Value = serde_json::from_slice(&api.received()[4].body).unwrap();
+    assert_eq!(open_real(team, &sent["data"]), b"plain");
+
+    // Payloads that do not open: 400, never forwarded.
+    let before = api.received().len();
+    let mut altered = sdk_seal(SDK_MASTER_B64, team, b"{\"a\":1}", false);
+    altered.replace_range(altered.len() - 6..altered.len() - 5, "A");
+    let cases = [
+        ("sealed with the real master key", sdk_seal(MASTER_KEY_B64, team, b"x", false), SDK_KEY, SDK_SECRET),
+        ("sealed for another channel", sdk_seal(SDK_MASTER_B64, other, b"x", false), SDK_KEY, SDK_SECRET),
+        ("altered", altered, SDK_KEY, SDK_SECRET),
+        ("not base64", r#"{"nonce":"***","ciphertext":"***"}"#.to_owned(), SDK_KEY, SDK_SECRET),
+        (
+            "sent by a client without a local master key",
+            sdk_seal(SDK_MASTER_B64, team, b"x", false),
+            LOCAL_KEY,
+            LOCAL_SECRET,
+        ),
+    ];
+    for (what, data, key, secret) in cases {
+        let path = if key == SDK_KEY { "/apps/424242/events" } else { "/apps/1001/events" };
+        let body = json!({"name": "plan", "channels": [team], "data": data}).to_string();
+        let (s, b) = post(path, body, key, secret).await;
+        assert_eq!((s, b["reason"].as_str()), (400, Some("undecryptable_payload")), "{what}: {b}");
+    }
+    let batch = json!({"batch": [
+        {"channel": team, "name": "a", "data": sdk_seal(SDK_MASTER_B64, team, b"1", false)},
+        {"channel": other, "name": "c", "data": sdk_seal(SDK_MASTER_B64, team, b"3", false)},
+    ]})
+    .to_string();
+    let (s, b) = post("/apps/424242/batch_events", batch, SDK_KEY, SDK_SECRET).await;
+    assert_eq!((s, b["reason"].as_str()), (400, Some("undecryptable_payload")), "{b}");
+    assert_eq!(api.received().len(), before, "an unopened payload was forwarded");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_are_resigned_with_the_local_credential() {
+    let (api, hooks) = (Fake::start().await, Fake::start().await);
+    let gw = Admin::start_with(&api.url(), &hooks.url(), "", SDK_CLIENT, "  sign_with: sdk-local\n").await;
+    let hmac_hex = |secret: &str, body: &str| {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    // A client event on an encrypted channel: its data stays ciphertext.
+    let sealed = sdk_seal(MASTER_KEY_B64, "private-encrypted-x", b"{\"typing\":true}", false);
+    let body = json!({"time_ms": now() * 1000, "events": [
+        {"name": "client_event", "channel": "private-encrypted-x", "event": "client-typing", "data": sealed, "socket_id": "1.2"}
+    ]})
+    .to_string();
+    let send = |key: &str, sig: String| {
+        client()
+            .post(format!("http://{}/pusher/webhooks", gw.addr))
+            .header("content-type", "application/json")
+            .header("x-pusher-key", key.to_owned())
+            .header("x-pusher-signature", sig)
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(send(APP_KEY, hmac_hex(APP_SECRET, &body)).await.unwrap().status(), 200);
+    let got = hooks.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].body[..], body.as_bytes(), "the body changed on the way");
+    assert_eq!(got[0].headers["x-pusher-key"], SDK_KEY);
+    assert_eq!(got[0].headers["x-pusher-signature"], hmac_hex(SDK_SECRET, &body).as_str());
+    assert_eq!(got[0].headers["content-type"], "application/json");
+    // Still verified with the real secret first: a webhook signed with the local one is forged.
+    let resp = send(SDK_KEY, hmac_hex(SDK_SECRET, &body)).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = send(APP_KEY, hmac_hex(SDK_SECRET, &body)).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(hooks.received().len(), 1, "a forged webhook was forwarded");
+    gw.stop().await;
 }

@@ -6,15 +6,15 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-fn bin() -> Command {
+pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_channelgate"))
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = cmd.env_remove("CHANNELGATE_CONFIG").output().unwrap();
     (
         status.code().unwrap_or(-1),
@@ -23,7 +23,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-const QUICKSTART: &str = "examples/quickstart/channelgate.yaml";
+pub const QUICKSTART: &str = "examples/quickstart/channelgate.yaml";
 
 #[test]
 fn quickstart_config_passes_check() {
@@ -41,6 +41,7 @@ fn example_policies_pass_their_tests() {
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 3, "expected at least three example policy sets, found {dirs:?}");
+    dirs.push(root().join("examples/laravel-echo/policies"));
     let mut cmd = bin();
     cmd.arg("test").args(&dirs);
     let (code, out, err) = run(&mut cmd);
@@ -129,7 +130,8 @@ fn broken_policy_names_file_line_and_rule() {
     write_config(dir.path(), &setup);
     let (code, _, err) = run(bin().arg("check").arg("--config").arg(dir.path().join("channelgate.yaml")));
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("main.yaml:5") && err.contains("rule `broken`"), "{err}");
+    // The expression's own line (7), not the rule's (5).
+    assert!(err.contains("main.yaml:7:16: rule `broken`"), "{err}");
 }
 
 #[test]
@@ -208,6 +210,7 @@ fn explain_shows_rule_captures_values_and_decision() {
         .arg(claims.path()));
     assert_eq!(code, 1);
     assert!(out.contains("decision: DENY (rule_denied"), "{out}");
+    assert!(out.trim_end().ends_with("; the request would get 403"), "{out}");
     let (code, out, _) = run(bin()
         .current_dir(root())
         .args(["explain", "--config", QUICKSTART, "--channel", "private-nothing", "--claims"])
@@ -286,4 +289,88 @@ fn a_secret_written_inline_as_a_string_is_not_echoed() {
     assert_eq!(code, 78);
     assert!(err.contains("a bare string is not read as a secret"), "{err}");
     assert!(!err.contains("plain-text-secret-9c1d") && !out.contains("plain-text-secret-9c1d"), "{err}");
+}
+
+#[test]
+fn ed25519_is_accepted_as_an_algorithm_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    std::fs::write(dir.path().join("ed.pem"), key.public_key_pem()).unwrap();
+    let with = |algorithms: &str| {
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("algorithms: [HS256]", &format!("algorithms: [{algorithms}]"))
+            .replace("secret: { file: jwt.secret }", "public_key: { file: ed.pem }");
+        std::fs::write(&config, text).unwrap();
+        run(bin().arg("check").arg("--config").arg(&config))
+    };
+    let (code, out, err) = with("Ed25519");
+    assert_eq!(code, 0, "{out}{err}");
+    write_config(dir.path(), &Setup::default());
+    let (code, _, err) = with("Ed448");
+    assert_eq!(code, 78);
+    assert!(err.contains("`Ed448` is not supported") && err.contains("Ed25519"), "{err}");
+}
+
+#[test]
+fn publish_client_and_webhook_signing_mistakes_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "admin:\n  listen: 127.0.0.1:0\npublish:\n  clients:\n    - key: same-as-real\n      secret: { file: jwt.secret }\n      encryption_master_key: { file: master.key }\n    - key: bad-id\n      secret: { file: jwt.secret }\n      app_id: \"12/3\"\n    - key: bad-id\n      secret: { file: jwt.secret }\nwebhooks:\n  forward_to: http://127.0.0.1:9/hooks\n  sign_with: nobody\n";
+    write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
+    let path = dir.path().join("channelgate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  secret: { file: pusher.secret }\n",
+        "  secret: { file: pusher.secret }\n  api_url: http://127.0.0.1:9\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    for needle in [
+        "publish client encryption_master_key is the real pusher.encryption_master_key",
+        "publish client app_id `12/3` must be 1 to 64 letters, digits",
+        "publish client key `bad-id` is listed twice",
+        "webhooks.sign_with `nobody` is not a publish client key",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    assert!(!err.contains(MASTER_KEY_B64), "an error echoed the master key: {err}");
+
+    // A local master key needs the real one to re-seal with.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path().join("local.master"), "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=").unwrap();
+    let extra = "admin:\n  listen: 127.0.0.1:0\npublish:\n  clients:\n    - key: sdk\n      secret: { file: jwt.secret }\n      encryption_master_key: { file: local.master }\n";
+    write_config(dir.path(), &Setup { extra_config: extra.into(), master_key: false, ..Setup::default() });
+    let path = dir.path().join("channelgate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  secret: { file: pusher.secret }\n",
+        "  secret: { file: pusher.secret }\n  api_url: http://127.0.0.1:9\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("a local encryption_master_key needs pusher.encryption_master_key"), "{err}");
+}
+
+/// The README's server-SDK examples are the files the e2e suite runs
+/// (`tests/e2e/sdk.mjs`), word for word, and so is the Laravel policy rule.
+#[test]
+fn readme_shows_the_server_sdk_examples_that_the_e2e_suite_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for (file, lang) in
+        [("examples/server-sdk/publish.js", "js"), ("examples/server-sdk/publish.py", "python")]
+    {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let block = format!("```{lang}\n{text}```\n");
+        assert!(readme.contains(&block), "README.md does not show {file} as it is");
+    }
+    let laravel = std::fs::read_to_string(root().join("examples/laravel-echo/README.md")).unwrap();
+    let policy = std::fs::read_to_string(root().join("examples/laravel-echo/policies/laravel.yaml")).unwrap();
+    for line in ["channel: presence-chat.{room:[0-9]+}", "user_info: { id: token.sub, name: token.name }"] {
+        assert!(
+            laravel.contains(line) && policy.contains(line),
+            "the Laravel example and its policy differ on `{line}`"
+        );
+    }
 }

@@ -174,7 +174,7 @@ async fn ten_thousand_idle_connections_do_not_block_new_requests() {
     rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let extra = "http:\n  header_read_timeout: 120s\n  max_connections: 20000\n";
+    let extra = "http:\n  header_read_timeout: 120s\n  max_connections: 20000\n  max_connections_per_ip: 0\n";
     let config = write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
     let mut child = Command::new(env!("CARGO_BIN_EXE_channelgate"))
         .args(["serve", "--config"])
@@ -309,4 +309,173 @@ async fn connections_past_the_cap_wait_for_a_free_slot() {
     let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn connections_without_a_request_are_closed_after_the_header_timeout_on_every_path() {
+    let extra = "http:\n  header_read_timeout: 1s\n  request_timeout: 5s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let limit = Duration::from_secs(4);
+
+    // Plain TCP that sends nothing (the HTTP/1-or-2 detection read used to
+    // wait forever).
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(closed_within(&mut s, limit).await.0, "a silent connection stayed open");
+
+    // Half an HTTP/2 preface.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(closed_within(&mut s, limit).await.0, "a partial HTTP/2 preface held the connection");
+
+    // A whole preface and an empty SETTINGS frame, then no stream.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    assert!(closed_within(&mut s, limit).await.0, "an HTTP/2 connection without a request stayed open");
+
+    // Control: a request whose body arrives after the header timeout (but
+    // within request_timeout) is not cut: the deadline ends at the head.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let t = token("alice", json!({}));
+    let body = "socket_id=1234.5678&channel_name=private-user-alice";
+    let head = format!(
+        "POST /pusher/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    let (_, got) = closed_within(&mut s, limit).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn tls_that_goes_silent_after_the_handshake_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let gw = Gateway::with(Setup {
+        tls: Some((cert, key)),
+        extra_config: "http:\n  tls_handshake_timeout: 5s\n  header_read_timeout: 1s\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("the handshake completes");
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(4), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => continue, // the server's HTTP/2 settings, if any
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "a TLS connection silent after the handshake stayed open");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    gw.stop().await;
+}
+
+/// A TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Sends `GET /healthz` on `s`; the status line's code, or `None` when the
+/// server closed the connection without an answer.
+async fn health_on(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Ok(n)) if n >= 12 => std::str::from_utf8(&buf[9..12]).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_max_connections_per_ip() {
+    let extra = "http:\n  max_connections_per_ip: 3\n  header_read_timeout: 30s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let mut held = open_idle(gw.addr, 3).await;
+    let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(health_on(&mut fourth).await, None, "a fourth connection from one address was served");
+    // Another address has its own allowance.
+    let mut other = connect_from("127.0.0.2", gw.addr).await;
+    assert_eq!(health_on(&mut other).await, Some(200));
+    // The held connections still work, and closing one frees a slot.
+    assert_eq!(health_on(&mut held[0]).await, Some(200));
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        again = health_on(&mut s).await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, Some(200), "a freed slot was not given back");
+    gw.stop().await;
+
+    // Trusted proxies carry many clients: exempt.
+    let gw = Gateway::with(Setup {
+        extra_config: extra.into(),
+        rate_limit: "rate_limit:\n  enabled: false\n  trusted_proxies: [127.0.0.1/32]\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut many = open_idle(gw.addr, 6).await;
+    assert_eq!(health_on(&mut many[5]).await, Some(200));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "http:\n  header_read_timeout: 30s\n  max_connections_per_ip: 0\n";
+    let config = write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
+    // Few descriptors: the connections below exhaust them.
+    let mut server = Binary::serve_under(&["prlimit", "--nofile=64:64"], &config);
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        match tokio::net::TcpStream::connect(server.addr).await {
+            Ok(s) => conns.push(s),
+            Err(_) => break,
+        }
+    }
+    // Accepting fails for two seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let warnings = server.logs().matches("accept failed").count();
+    assert!((1..=3).contains(&warnings), "{warnings} accept warnings in 2 s:\n{}", server.logs());
+    drop(conns);
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(server.addr).await
+            && health_on(&mut s).await == Some(200)
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "not serving again after descriptors were freed:\n{}", server.logs());
+    assert!(server.logs().contains("accepting connections again"), "{}", server.logs());
+    let exit = server.terminate(Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 }

@@ -3,158 +3,16 @@
 //! cache, key rotation, garbage answers, the issuer going down, and a flood
 //! of bogus kids that must not turn into a flood of fetches.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use bytes::Bytes;
 use channelgate::app::{App, Gateway as AppGateway};
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use crate::support::{APP_KEY, Gateway, Setup, eventually, expected_auth, now, write_config};
-
-/// What the fake issuer serves.
-#[derive(Clone)]
-enum Answer {
-    Jwks { body: String, cache_control: &'static str },
-    Garbage,
-    Error(u16),
-}
-
-struct Issuer {
-    url: String,
-    answer: Arc<Mutex<Answer>>,
-    jwks_hits: Arc<AtomicUsize>,
-    ca_pem: String,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Issuer {
-    fn set(&self, a: Answer) {
-        *self.answer.lock().unwrap() = a;
-    }
-    fn hits(&self) -> usize {
-        self.jwks_hits.load(Ordering::SeqCst)
-    }
-    /// Stops the server: connections are refused from now on.
-    fn go_down(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-/// An HTTPS issuer on 127.0.0.1 with a certificate from its own CA.
-async fn start_issuer() -> Issuer {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let url = format!("https://localhost:{port}");
-    let answer = Arc::new(Mutex::new(Answer::Error(503)));
-    let jwks_hits = Arc::new(AtomicUsize::new(0));
-    let (stop, mut stopped) = oneshot::channel::<()>();
-    let (a, h, issuer_url) = (answer.clone(), jwks_hits.clone(), url.clone());
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = tokio::select! {
-                r = listener.accept() => r.unwrap(),
-                _ = &mut stopped => return,
-            };
-            let (acceptor, a, h, issuer_url) = (acceptor.clone(), a.clone(), h.clone(), issuer_url.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (a, h, issuer_url) = (a.clone(), h.clone(), issuer_url.clone());
-                    async move {
-                        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                        if req.uri().path() == "/.well-known/openid-configuration" {
-                            let doc = json!({"issuer": issuer_url, "jwks_uri": format!("{issuer_url}/keys")});
-                            *resp.body_mut() = Full::new(Bytes::from(doc.to_string()));
-                            return Ok::<_, Infallible>(resp);
-                        }
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let answer = a.lock().unwrap().clone();
-                        match answer {
-                            Answer::Jwks { body, cache_control } => {
-                                resp.headers_mut().insert("cache-control", cache_control.parse().unwrap());
-                                *resp.body_mut() = Full::new(Bytes::from(body));
-                            }
-                            Answer::Garbage => {
-                                *resp.body_mut() = Full::new(Bytes::from_static(b"<html>oops</html>"))
-                            }
-                            Answer::Error(code) => {
-                                *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap()
-                            }
-                        }
-                        Ok(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    Issuer { url, answer, jwks_hits, ca_pem: ca.pem(), stop: Some(stop) }
-}
-
-/// An ES256 signing key with its JWK.
-struct SigningKey {
-    kid: String,
-    encoding: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
-}
-
-fn signing_key(kid: &str) -> SigningKey {
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let point = kp.public_key_raw();
-    assert_eq!(point.len(), 65);
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    SigningKey {
-        kid: kid.to_owned(),
-        encoding: jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-        jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-                    "x": b64(&point[1..33]), "y": b64(&point[33..65])}),
-    }
-}
-
-fn jwks(keys: &[&SigningKey], cache_control: &'static str) -> Answer {
-    let keys: Vec<&serde_json::Value> = keys.iter().map(|k| &k.jwk).collect();
-    Answer::Jwks { body: json!({ "keys": keys }).to_string(), cache_control }
-}
-
-fn mint(key: &SigningKey, iss: &str, sub: &str) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(key.kid.clone());
-    let claims = json!({"sub": sub, "iss": iss, "aud": "it-app", "exp": now() + 600, "iat": now()});
-    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
-}
+use crate::issuer::{
+    Answer, Issuer, SigningKey, jwks, jwt_block, mint, mint_with, signing_key, use_jwt_block,
+};
+use crate::support::{APP_KEY, AdminGateway, Gateway, Setup, eventually, expected_auth, now, write_config};
 
 /// A gateway whose single issuer is `issuer`, through discovery.
 struct Running {
@@ -167,15 +25,7 @@ async fn start_gateway(issuer: &Issuer, refetch_interval: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &Setup::default());
     std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    let jwt = format!(
-        "  jwt:\n    algorithms: [ES256]\n    discovery: true\n    issuer: {}\n    audience: it-app\n    ca_file: ca.pem\n    refetch_interval: {refetch_interval}\n    refresh_min: 1s\n",
-        issuer.url
-    );
-    let start = text.find("  jwt:\n").unwrap();
-    let end = text.find("cors:").unwrap();
-    let text = format!("{}{}{}", &text[..start], jwt, &text[end..]);
-    std::fs::write(&config, text).unwrap();
+    use_jwt_block(&config, &jwt_block(&issuer.url, refetch_interval));
     let app = match App::load(&config) {
         Ok(a) => a,
         Err(e) => panic!("{e}"),
@@ -206,7 +56,7 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn unreachable_issuer_means_not_ready_and_503() {
-    let issuer = start_issuer().await; // answers 503 to the JWKS request
+    let issuer = Issuer::start().await; // answers 503 to the JWKS request
     let k1 = signing_key("k1");
     let run = start_gateway(&issuer, "30s").await;
     eventually("a first failed fetch", || async { issuer.hits() >= 1 }).await;
@@ -221,7 +71,7 @@ async fn unreachable_issuer_means_not_ready_and_503() {
 
 #[tokio::test]
 async fn discovery_cache_rotation_garbage_and_downtime() {
-    let mut issuer = start_issuer().await;
+    let mut issuer = Issuer::start().await;
     let (k1, k2) = (signing_key("k1"), signing_key("k2"));
     issuer.set(jwks(&[&k1], "max-age=3600"));
     let run = start_gateway(&issuer, "1s").await;
@@ -292,7 +142,7 @@ fn body_has_key(run: &Running, kid: &str) -> bool {
 
 #[tokio::test]
 async fn a_token_is_never_served_from_cache_past_exp() {
-    let issuer = start_issuer().await;
+    let issuer = Issuer::start().await;
     let k1 = signing_key("k1");
     issuer.set(jwks(&[&k1], "max-age=3600"));
     let run = start_gateway(&issuer, "30s").await;
@@ -313,4 +163,225 @@ async fn a_token_is_never_served_from_cache_past_exp() {
     assert_eq!(ask(addr, &t, "alice").await.0, 200, "within leeway, fresh verification still accepts");
     let (_, misses) = run.gw.sessions.stats();
     assert_eq!(misses, misses_before + 1, "past exp the cache was not used");
+}
+
+/// POSTs a channel auth request; status, `Retry-After` and body.
+async fn ask_full(
+    addr: std::net::SocketAddr,
+    token: &str,
+    sub: &str,
+) -> (u16, Option<u64>, serde_json::Value) {
+    let channel = format!("private-user-{sub}");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/pusher/auth"))
+        .bearer_auth(token)
+        .form(&[("socket_id", "1234.5678"), ("channel_name", channel.as_str())])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, retry_after, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_kid_first_seen_during_an_outage_is_accepted_soon_after_recovery() {
+    let mut issuer = Issuer::start().await;
+    let (k1, k2) = (signing_key("k1"), signing_key("k2"));
+    issuer.set(jwks(&[&k1], "max-age=3600"));
+    let run = start_gateway(&issuer, "1s").await;
+    let addr = run.addr;
+    eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
+    assert_eq!(ask(addr, &mint(&k1, &issuer.url, "alice"), "alice").await.0, 200);
+
+    issuer.go_down();
+    // Past the refetch interval, so the unknown kid below causes a refetch
+    // (which fails).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The issuer rotated to k2 while unreachable: k2 may well exist, so this
+    // is "retry later" (503), not "your session is bad" (401).
+    let t2 = mint(&k2, &issuer.url, "bob");
+    let (status, retry_after, body) = ask_full(addr, &t2, "bob").await;
+    assert_eq!((status, body["reason"].as_str()), (503, Some("jwks_unavailable")), "{body}");
+    assert!(retry_after.is_some_and(|s| (1..=10).contains(&s)), "Retry-After: {retry_after:?}");
+    assert!(body.get("auth").is_none());
+    // Known kids are still served from the last good keys.
+    assert_eq!(ask(addr, &mint(&k1, &issuer.url, "carol"), "carol").await.0, 200);
+
+    issuer.set(jwks(&[&k1, &k2], "max-age=3600"));
+    issuer.come_up().await;
+    let back = std::time::Instant::now();
+    let mut last = (0, serde_json::Value::Null);
+    while back.elapsed() < Duration::from_secs(15) {
+        last = ask(addr, &t2, "bob").await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "k2 still refused {:?} after the issuer came back: {}", back.elapsed(), last.1);
+    assert!(back.elapsed() < Duration::from_secs(12), "recovery took {:?}", back.elapsed());
+    assert_eq!(last.1["auth"], expected_auth("1234.5678:private-user-bob"));
+    let (_, ready) = readyz(addr).await;
+    assert_eq!(ready["issuers"][0]["stale"], false, "{ready}");
+}
+
+#[tokio::test]
+async fn rotation_drops_cached_sessions_signed_by_a_replaced_key() {
+    let issuer = Issuer::start().await;
+    let old = signing_key("k1");
+    issuer.set(jwks(&[&old], "max-age=3600"));
+    let run = start_gateway(&issuer, "30s").await;
+    let addr = run.addr;
+    eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
+    // One token names the kid, one names none (accepted: the set has one key).
+    let with_kid = mint(&old, &issuer.url, "alice");
+    let without_kid = mint_with(&old, None, &issuer.url, "bob");
+    for (token, sub) in [(&with_kid, "alice"), (&without_kid, "bob")] {
+        for _ in 0..2 {
+            assert_eq!(ask(addr, token, sub).await.0, 200);
+        }
+    }
+    let (hits, _) = run.gw.sessions.stats();
+    assert_eq!(hits, 2, "both sessions are cached");
+
+    // The issuer replaces the key under the same kid (and it is still the
+    // only key, so a kid-less token would select it).
+    let new = signing_key("k1");
+    issuer.set(jwks(&[&new], "max-age=3600"));
+    run.gw.refresh_keys_once().await;
+    for (token, sub) in [(&with_kid, "alice"), (&without_kid, "bob")] {
+        let (status, body) = ask(addr, token, sub).await;
+        assert_eq!((status, body["reason"].as_str()), (401, Some("invalid_signature")), "{sub}: {body}");
+    }
+    assert_eq!(ask(addr, &mint(&new, &issuer.url, "alice"), "alice").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_stops_startup() {
+    let issuer = Issuer::start().await;
+    let k1 = signing_key("k1");
+    issuer.set(jwks(&[&k1], "max-age=3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
+    // Configured with a trailing slash; the document says it without.
+    let configured = format!("{}/", issuer.url);
+    use_jwt_block(&config, &jwt_block(&configured, "30s"));
+    let gw = AdminGateway::run(dir, &config).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), gw.task)
+        .await
+        .expect("the gateway kept running with an issuer that can never match a token");
+    let message = stopped.unwrap().unwrap_err();
+    assert!(message.contains(&format!("`{configured}`")), "{message}");
+    assert!(message.contains(&format!("`{}`", issuer.url)), "{message}");
+    assert!(message.contains("equal exactly"), "{message}");
+
+    // The same slash on both sides is fine.
+    issuer.set_discovery_issuer(&configured);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
+    use_jwt_block(&config, &jwt_block(&configured, "30s"));
+    let gw = AdminGateway::run(dir, &config).await;
+    let addr = gw.addr;
+    eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
+    assert_eq!(ask(addr, &mint(&k1, &configured, "alice"), "alice").await.0, 200);
+    gw.stop().await.unwrap();
+}
+
+/// GET `url` with a one-second limit: `None` when no answer came in time.
+async fn get_within_a_second(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    client.get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn an_issuer_down_at_start_then_up_is_served_and_sigterm_still_exits() {
+    let mut issuer = Issuer::start_down().await;
+    let k1 = signing_key("k1");
+    issuer.set(jwks(&[&k1], "max-age=3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
+    use_jwt_block(&config, &jwt_block(&issuer.url, "30s"));
+    let mut server = crate::support::Binary::serve(&config);
+    let base = format!("http://{}", server.addr);
+
+    // Down for a while: several failed fetches; alive but not ready.
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(get_within_a_second(&format!("{base}/healthz")).await, Some(200));
+        assert_eq!(get_within_a_second(&format!("{base}/readyz")).await, Some(503));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Up: ready by itself, and every probe answered within a second
+    // throughout (the first success after failures used to deadlock).
+    issuer.come_up().await;
+    let up = std::time::Instant::now();
+    loop {
+        let health = get_within_a_second(&format!("{base}/healthz")).await;
+        assert_eq!(
+            health,
+            Some(200),
+            "no health answer {:?} after the issuer came back:\n{}",
+            up.elapsed(),
+            server.logs()
+        );
+        if get_within_a_second(&format!("{base}/readyz")).await == Some(200) {
+            break;
+        }
+        assert!(up.elapsed() < Duration::from_secs(12), "not ready 12 s after the issuer came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = ask(server.addr, &mint(&k1, &issuer.url, "alice"), "alice").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["auth"], expected_auth("1234.5678:private-user-alice"));
+    for _ in 0..5 {
+        assert_eq!(get_within_a_second(&format!("{base}/healthz")).await, Some(200));
+    }
+    let exit = server.terminate(Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "SIGTERM: {exit:?}\n{}", server.logs());
+}
+
+#[tokio::test]
+async fn a_slow_or_huge_issuer_never_holds_up_known_sessions() {
+    let issuer = Issuer::start().await;
+    let (k1, k2) = (signing_key("k1"), signing_key("k2"));
+    issuer.set(jwks(&[&k1], "max-age=3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
+    use_jwt_block(&config, &format!("{}    fetch_timeout: 1s\n", jwt_block(&issuer.url, "1s")));
+    let app = App::load(&config).unwrap();
+    let gw = app.gateway();
+    let server = Gateway::serve(dir, app).await;
+    let addr = server.addr;
+    eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
+
+    // Slow: every answer takes 5 s, the fetch limit is 1 s.
+    issuer.set_delay(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = ask_full(addr, &mint(&k2, &issuer.url, "bob"), "bob").await;
+    assert_eq!((status, body["reason"].as_str()), (503, Some("jwks_unavailable")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "an unknown kid waited {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    assert_eq!(ask(addr, &mint(&k1, &issuer.url, "alice"), "alice").await.0, 200);
+    assert!(started.elapsed() < Duration::from_millis(500), "a known kid waited {:?}", started.elapsed());
+
+    // Huge: a 5 MiB JWKS is cut off; the last good keys stay.
+    issuer.set_delay(Duration::ZERO);
+    let filler: Vec<serde_json::Value> = (0..40_000).map(|i| json!({"kty": "oct", "kid": format!("pad-{i:08}"), "k": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})).collect();
+    let huge = json!({"keys": filler}).to_string();
+    assert!(huge.len() > 5 << 20, "{}", huge.len());
+    issuer.set(Answer::Jwks { body: huge, cache_control: "max-age=3600" });
+    gw.refresh_keys_once().await;
+    let status = gw.key_status();
+    assert!(status[0].1.last_error.as_deref().is_some_and(|e| e.contains("reading the body")), "{status:?}");
+    assert_eq!(status[0].1.keys, 1);
+    assert_eq!(ask(addr, &mint(&k1, &issuer.url, "carol"), "carol").await.0, 200);
+    drop(server);
 }

@@ -17,10 +17,16 @@ mod adversarial;
 mod cli;
 /// CORS preflight and response headers.
 mod cors;
+/// Messages that say how to fix a mistake (YAML, CEL, TLS, issuer CAs),
+/// `check --fetch`, warnings, policy sets, `--help`, `health`, `deploy/`.
+mod guidance;
 /// CSRF for cookie sessions, rate limits, header limits, idle connections.
 mod hardening;
 /// The endpoints: allowed, denied and every 4xx row of DESIGN §1.
 mod http_api;
+/// A real HTTPS issuer (discovery + JWKS) that goes down, comes back,
+/// rotates keys, answers slowly or hugely.
+mod issuer;
 /// Remote keys (JWKS over HTTPS, OIDC discovery), the token cache, rotation.
 mod jwks;
 /// Debug and trace logs of the real binary hold no secret and no token.

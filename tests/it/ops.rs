@@ -233,7 +233,11 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(&expected_auth("1234.5678:private-user-alice")), "{answer}");
     drop(s);
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("run() did not finish").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run() did not finish")
+        .unwrap()
+        .unwrap();
     drop(dir);
 }
 

@@ -123,7 +123,7 @@ pub struct AdminGateway {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub stop: Option<oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<()>,
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 impl AdminGateway {
@@ -142,12 +142,12 @@ impl AdminGateway {
     }
 
     /// Signals shutdown and waits for `App::run` to return; `Err` if it
-    /// panicked.
+    /// panicked. `App::run` itself must return `Ok` (a clean stop).
     pub async fn stop(mut self) -> Result<(), tokio::task::JoinError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.task.await
+        self.task.await.map(|stopped| assert_eq!(stopped, Ok(()), "App::run stopped with an error"))
     }
 }
 
@@ -275,4 +275,99 @@ pub async fn split(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
     };
     (status, headers, json)
+}
+
+/// The real binary serving a config, its stderr collected; stopped by PID
+/// (SIGTERM, then SIGKILL) when dropped, so a failing test never leaks it.
+pub struct Binary {
+    child: std::process::Child,
+    /// The public listener's address, from the `listening on` line.
+    pub addr: SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    /// Runs `channelgate serve --config CONFIG` and waits (at most 30 s)
+    /// for its `listening on` line.
+    pub fn serve(config: &Path) -> Self {
+        Self::serve_under(&[], config)
+    }
+
+    /// The same, run by a wrapper command (`prlimit …`, `taskset …`).
+    pub fn serve_under(wrapper: &[&str], config: &Path) -> Self {
+        let bin = env!("CARGO_BIN_EXE_channelgate");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let mut child = command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { return };
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Ok(addr) = rest.split([' ', '"', ')']).next().unwrap_or("").parse()
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let mut binary = Self { child, addr: "127.0.0.1:0".parse().unwrap(), logs };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => binary.addr = addr,
+            Err(_) => panic!("the gateway did not listen within 30 s:\n{}", binary.logs()),
+        }
+        binary
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits at most `limit` for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

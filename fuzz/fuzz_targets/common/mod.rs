@@ -68,7 +68,7 @@ pub fn check_fields(fields: &channelgate::http::request::Fields) {
         assert!(matches!(fields.one(absent), Ok(None)));
         assert_eq!(fields.required(absent).map_err(|e| e.reason()), Err("missing_field"));
     }
-    match fields.batch_channels() {
+    match fields.batch_channels(50) {
         Ok(channels) => {
             let n = fields.pairs.iter().filter(|(k, _)| k.starts_with("channel_name[")).count();
             assert_eq!(channels.len(), n);
