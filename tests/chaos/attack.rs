@@ -91,6 +91,11 @@ pub struct Flood {
     pub window: Duration,
     /// For the TLS kinds: a client config trusting the gateway.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// New connections a second (none: as fast as they connect). Faster
+    /// than the gateway accepts, the kernel's listen queue overflows and
+    /// drops handshakes, and those connections reach the gateway seconds
+    /// later (SYN-ACK retransmits) — a fact of the kernel, not of the gateway.
+    pub pace: Option<u32>,
 }
 
 impl Flood {
@@ -100,14 +105,24 @@ impl Flood {
         let connecting = Arc::new(tokio::sync::Semaphore::new(256));
         let mut tasks = tokio::task::JoinSet::new();
         let base = u32::from(self.first_source);
+        let started = tokio::time::Instant::now();
         let mut i = 0usize;
         for (kind, count) in &self.plan {
             for _ in 0..*count {
                 let source = Ipv4Addr::from(base + u32::try_from(i / self.per_source.max(1)).unwrap_or(0));
+                let at = match self.pace {
+                    Some(per_second) => {
+                        started + Duration::from_secs(1) * u32::try_from(i).unwrap_or(0) / per_second.max(1)
+                    }
+                    None => started,
+                };
                 i += 1;
                 let (target, window, tls, connecting, kind) =
                     (self.target, self.window, self.tls.clone(), connecting.clone(), *kind);
-                tasks.spawn(async move { one(target, source, kind, window, tls, connecting).await });
+                tasks.spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    one(target, source, kind, window, tls, connecting).await
+                });
             }
         }
         let mut tally: BTreeMap<Kind, Tally> = BTreeMap::new();
@@ -238,6 +253,16 @@ async fn hold<S: AsyncRead + AsyncWrite>(
             () = tokio::time::sleep_until(deadline) => return false,
         }
     }
+}
+
+/// The kernel's count of handshakes dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows`, for the whole network namespace).
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// A rustls client config trusting `root_pem`, offering http/1.1.

@@ -84,8 +84,8 @@ const WORKERS: usize = 4;
 const PER_WORKER: u32 = 40;
 /// Load before the RSS baseline is taken (every session used at least
 /// twice, so the token cache holds them all); the baseline is the highest
-/// reading of its last second.
-const WARM_UP: Duration = Duration::from_secs(3);
+/// reading of its last half second.
+const WARM_UP: Duration = Duration::from_millis(2500);
 /// How long RSS may take to come back after a fault.
 const RSS_SETTLE: Duration = Duration::from_secs(10);
 
@@ -124,9 +124,9 @@ impl<'a> Run<'a> {
         let signer = Signer::new(&secrets.pusher);
         let load = Load::start(client.clone(), gw.url(""), signer.clone(), sessions, WORKERS, PER_WORKER);
         load.expect_503(expect_503);
-        tokio::time::sleep(WARM_UP - Duration::from_secs(1)).await;
+        tokio::time::sleep(WARM_UP - Duration::from_millis(500)).await;
         let mut baseline_kib = 0;
-        for _ in 0..10 {
+        for _ in 0..5 {
             baseline_kib = baseline_kib.max(gw.rss_kib()?);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
