@@ -110,6 +110,8 @@ async fn probe(
         tick.tick().await;
         for (i, (label, url)) in targets.iter().enumerate() {
             let t0 = Instant::now();
+            // A probe begun or ended during an excused fault is excused.
+            let excused_at_start = excused.load(Ordering::SeqCst);
             let result = client.get(url).send().await;
             let took = t0.elapsed();
             stats.probes += 1;
@@ -119,7 +121,7 @@ async fn probe(
                 Ok(r) => Some(format!("{} after {} ms", r.status(), took.as_millis())),
                 Err(e) => Some(format!("{} after {} ms", short_error(&e), took.as_millis())),
             };
-            if failure.is_some() && excused.load(Ordering::SeqCst) {
+            if failure.is_some() && (excused_at_start || excused.load(Ordering::SeqCst)) {
                 stats.excused += 1;
             } else if let Some(f) = failure {
                 stats.failures += 1;

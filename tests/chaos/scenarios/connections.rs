@@ -266,22 +266,25 @@ pub async fn fd_limit(r: &Report, secrets: &Secrets) -> anyhow::Result<()> {
         true
     })
     .await;
-    run.health.excuse(false);
     r.check(
         "while the attackers still hold their sockets, the gateway reaps them and both listeners answer again",
         recovered.is_some() && !run.gw.exited(),
         took(recovered, RECOVERY),
     );
-    // The attackers let go.
+    // The attackers let go (handshakes still queued complete and close now);
+    // from then on every probe counts again.
     flood.abort();
     let _ = flood.await;
+    fds_back(r, &run, fds).await;
+    run.health.excuse(false);
     let warnings = run.gw.log_count("accept failed") - warnings_before;
     r.check(
         "the accept loop backs off while out of descriptors (a few `accept failed` lines, not one per attempt)",
         warnings <= 10,
         format!("{warnings} lines"),
     );
-    fds_back(r, &run, fds).await;
+    // A second of ordinary traffic after the fault, for the health prober.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     run.finish("after running out of file descriptors").await;
     Ok(())
 }
