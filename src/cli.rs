@@ -589,7 +589,7 @@ fn explain(
                     c.as_map().clone()
                 }
                 Err(e) => {
-                    let refusal = crate::http::error::ApiError::from_auth(e);
+                    let refusal = crate::http::error::ApiError::from(e);
                     println!(
                         "token:    refused: {} (reason {}); the request would get {}",
                         refusal.message(),
@@ -670,7 +670,7 @@ fn explain(
             let status = crate::http::error::ApiError::denied(&reason, rule.as_deref()).status();
             println!(
                 "decision: DENY ({}: {reason}); the request would get {}",
-                reason.code(),
+                reason.reason(),
                 status.as_u16()
             );
             ExitCode::FAILURE

@@ -21,6 +21,7 @@ pub mod http;
 pub mod policy;
 pub mod publish;
 pub mod pusher;
+pub mod reason;
 pub mod revocation;
 pub mod secret;
 pub mod session;

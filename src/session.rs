@@ -30,6 +30,8 @@ mod tests;
 
 use std::fmt;
 
+use crate::reason::Reason;
+
 pub use cache::{Authenticator, CacheSettings, Session};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
@@ -176,21 +178,21 @@ pub enum AuthError {
 
 impl AuthError {
     /// The stable reason code (`token_expired`, `unknown_kid`, ...).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::MissingToken => "token_missing",
-            Self::Malformed => "token_malformed",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::UnknownKid => "unknown_kid",
-            Self::InvalidSignature => "invalid_signature",
-            Self::Expired => "token_expired",
-            Self::NotYetValid => "token_not_yet_valid",
-            Self::InvalidIssuer => "invalid_issuer",
-            Self::UnknownIssuer => "unknown_issuer",
-            Self::InvalidAudience => "invalid_audience",
-            Self::MissingClaim(_) => "missing_claim",
-            Self::InvalidClaims => "invalid_claims",
-            Self::KeysUnavailable => "jwks_unavailable",
+            Self::MissingToken => Reason::TokenMissing,
+            Self::Malformed => Reason::TokenMalformed,
+            Self::AlgorithmNotAllowed => Reason::AlgorithmNotAllowed,
+            Self::UnknownKid => Reason::UnknownKid,
+            Self::InvalidSignature => Reason::InvalidSignature,
+            Self::Expired => Reason::TokenExpired,
+            Self::NotYetValid => Reason::TokenNotYetValid,
+            Self::InvalidIssuer => Reason::InvalidIssuer,
+            Self::UnknownIssuer => Reason::UnknownIssuer,
+            Self::InvalidAudience => Reason::InvalidAudience,
+            Self::MissingClaim(_) => Reason::MissingClaim,
+            Self::InvalidClaims => Reason::InvalidClaims,
+            Self::KeysUnavailable => Reason::JwksUnavailable,
         }
     }
 }

@@ -750,7 +750,7 @@ fn all_errors() -> Vec<AuthError> {
 
 #[test]
 fn reason_codes_are_stable() {
-    let reasons: Vec<&str> = all_errors().iter().map(AuthError::reason).collect();
+    let reasons: Vec<&str> = all_errors().iter().map(|e| e.reason().as_str()).collect();
     assert_eq!(
         reasons,
         [
