@@ -154,7 +154,8 @@ pub async fn serve(
             let serve = async move {
                 match acceptor {
                     Some(acceptor) => {
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => return log_conn_error(peer, "tls handshake", &e),
                             Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),

@@ -83,6 +83,7 @@ impl Tally {
 
 /// A flood: `plan` connections of each kind, `per_source` per source
 /// address starting at `first_source`, each watched for `window`.
+#[derive(Clone)]
 pub struct Flood {
     pub target: SocketAddr,
     pub plan: Vec<(Kind, usize)>,

@@ -144,6 +144,38 @@ impl<'a> Run<'a> {
         self.gw.url("")
     }
 
+    /// Raises the RSS baseline to the settled RSS after `what`, if higher.
+    pub async fn rebaseline_max(&mut self, what: &str) -> anyhow::Result<()> {
+        let before = self.baseline_kib;
+        self.rebaseline(what).await?;
+        self.baseline_kib = self.baseline_kib.max(before);
+        Ok(())
+    }
+
+    /// Takes the RSS baseline again, after `what` (noted in the report),
+    /// once RSS has settled: four readings 500 ms apart within 0.5 % of
+    /// each other (at most 20 s).
+    pub async fn rebaseline(&mut self, what: &str) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut readings: Vec<u64> = Vec::new();
+        let baseline_kib = loop {
+            readings.push(self.gw.rss_kib()?);
+            let last = &readings[readings.len().saturating_sub(4)..];
+            let (lo, hi) = (last.iter().min().copied().unwrap_or(0), last.iter().max().copied().unwrap_or(0));
+            if (last.len() == 4 && hi - lo <= hi / 200) || started.elapsed() > Duration::from_secs(20) {
+                break hi;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        self.r.note(format!(
+            "RSS baseline taken again {what}: {baseline_kib} KiB (was {} KiB; anonymous {} KiB)",
+            self.baseline_kib,
+            self.gw.anon_kib()?
+        ));
+        self.baseline_kib = baseline_kib;
+        Ok(())
+    }
+
     /// Checks that RSS comes back within 10 % of the baseline (waiting up to
     /// 10 s for freed memory to be returned).
     pub async fn rss_back(&self, after: &str) {
