@@ -17,11 +17,11 @@ use crate::http::error::{self, ApiError};
 use crate::http::{Body, HEALTHZ, READYZ};
 
 /// Metrics path.
-pub const METRICS: &str = "/metrics";
+pub(crate) const METRICS: &str = "/metrics";
 
 /// Handles one admin-listener request from `peer`. Never fails: refusals
 /// become responses in `http/error.rs`.
-pub async fn handle<B>(rt: &Runtime, peer: SocketAddr, req: Request<B>) -> Response<Body>
+pub(crate) async fn handle<B>(rt: &Runtime, peer: SocketAddr, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,

@@ -266,12 +266,6 @@ impl RemoteKeys {
         self.current.load().as_ref().is_some_and(|l| l.keys.has_kid(kid))
     }
 
-    /// Whether `other` fetches from the same place with the same settings
-    /// (a reload then keeps this key set and its state).
-    pub fn same_source(&self, other: &RemoteKeys) -> bool {
-        self.source == other.source && self.settings == other.settings
-    }
-
     /// Marks the background refresh task as started; true for the first
     /// caller only.
     pub fn claim_refresh_task(&self) -> bool {

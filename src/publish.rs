@@ -53,7 +53,7 @@ const MAX_BATCH: usize = 10;
 /// Longest event name.
 const MAX_EVENT_NAME: usize = 200;
 /// Largest accepted request body.
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// Largest clock skew accepted on `auth_timestamp`.
 const MAX_SKEW_SECS: u64 = 600;
 
@@ -63,7 +63,7 @@ fn bad(reason: Reason, message: impl Into<String>) -> ApiError {
 
 /// Which REST endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `POST /apps/{id}/events`.
     Events,
     /// `POST /apps/{id}/batch_events`.
@@ -80,7 +80,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The one method the endpoint takes.
-    pub fn method(self) -> Method {
+    pub(crate) fn method(self) -> Method {
         match self {
             Endpoint::Events | Endpoint::BatchEvents | Endpoint::TerminateUser => Method::POST,
             Endpoint::Channels | Endpoint::Channel | Endpoint::ChannelUsers => Method::GET,
@@ -88,7 +88,7 @@ impl Endpoint {
     }
 
     /// Name in the audit log.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Events => "events",
             Endpoint::BatchEvents => "batch_events",
@@ -111,7 +111,7 @@ impl Endpoint {
 
 /// A routed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     /// The endpoint.
     pub endpoint: Endpoint,
     /// The `{id}` in the path; `None` for `/users/{user}/terminate_connections`.
@@ -121,12 +121,12 @@ pub struct Route {
 }
 
 /// Whether `path` is the publish proxy's to answer (`/apps/…`, `/users/…`).
-pub fn is_proxy_path(path: &str) -> bool {
+pub(crate) fn is_proxy_path(path: &str) -> bool {
     path.starts_with("/apps/") || path.starts_with("/users/")
 }
 
 /// Routes a proxy path; an unknown one is 404 `unknown_endpoint`.
-pub fn route(path: &str) -> Result<Route, ApiError> {
+pub(crate) fn route(path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let routed = |endpoint, app_id: &str, subject: Option<&str>| Route {
         endpoint,
@@ -155,7 +155,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
 
 /// A verified request, ready to be re-signed and forwarded.
 #[derive(Debug)]
-pub struct Forward {
+pub(crate) struct Forward {
     /// The local key that signed it.
     pub key: String,
     /// The path on the real app (`/apps/{real id}/…`).
@@ -175,7 +175,7 @@ fn valid_user_id(s: &str) -> bool {
 /// Checks the local signature of a routed request (whose method is
 /// `route.endpoint.method()`), then prepares what to forward. On a refusal
 /// after the signature verified, the local key is returned with it.
-pub fn prepare(
+pub(crate) fn prepare(
     gw: &Gateway,
     route: &Route,
     path: &str,

@@ -7,15 +7,20 @@
 //!   claim *name* from the configuration at most); [`Claims`] `Debug` prints
 //!   claim names only; [`KeySet`] `Debug` prints no key material.
 //! - Verification never does I/O: keys are loaded when the configuration is
-//!   loaded, or fetched by `remote` in the background (and, for an unknown
-//!   `kid`, by one rate-limited single-flight refetch outside `jwt`); header
+//!   loaded, or fetched by `crate::jwks` in the background (and, for an
+//!   unknown `kid`, by one rate-limited single-flight refetch outside `jwt`); header
 //!   parameters that point at keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
 //! - A verified token is cached (`cache`) under a hash of the token, never
-//!   past its `exp`, and re-verified if its `kid` left the issuer's keys.
+//!   past its `exp`, and re-verified when the key that verified it left the
+//!   issuer's keys or the issuer's checks changed.
 //! - `alg: none` (any casing), an algorithm not on the issuer's allow-list and
 //!   an algorithm outside the key's family (HS/RS confusion) are refused
 //!   before any cryptography runs.
-//! - This module depends on no other channelgate module but [`crate::secret`].
+//! - This module depends on no other channelgate module but
+//!   [`crate::secret`] and [`crate::reason`], does no I/O and reads no clock
+//!   (the caller passes [`Now`]); remote key sets are behind
+//!   [`RemoteKeySet`], implemented by `crate::jwks`. `src/tidy.rs` checks
+//!   that it names neither tokio nor hyper nor the server's modules.
 
 mod cache;
 mod extract;

@@ -30,7 +30,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Why a webhook is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Missing or wrong `X-Pusher-Key`.
     WrongKey,
     /// Missing or wrong `X-Pusher-Signature`.
@@ -43,7 +43,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The reason code.
-    pub fn reason(self) -> Reason {
+    pub(crate) fn reason(self) -> Reason {
         match self {
             Refusal::WrongKey => Reason::InvalidWebhookKey,
             Refusal::BadSignature => Reason::InvalidWebhookSignature,
@@ -105,7 +105,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Verifies a webhook; `now_ms` injects the clock.
-pub fn verify(
+pub(crate) fn verify(
     gw: &Gateway,
     headers: &HeaderMap,
     body: &[u8],
@@ -143,7 +143,7 @@ fn local_hmac_hex(secret: &crate::secret::Secret, body: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -151,7 +151,7 @@ pub fn now_ms() -> u64 {
 
 /// Forwards a verified webhook; returns the app's status, or why the app
 /// could not be reached.
-pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> Result<StatusCode, ApiError> {
+pub(crate) async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> Result<StatusCode, ApiError> {
     let Some((settings, client)) = &gw.webhooks else { return Err(ApiError::not_found()) };
     let mut fwd: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     let local_signature;
@@ -171,12 +171,9 @@ pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> Result<S
     }
     match crate::upstream::post(client, settings.forward_to.as_str(), &fwd, body, settings.timeout, 0).await {
         Ok(answer) => Ok(answer.status),
-        Err(crate::upstream::UpstreamError::Timeout) => {
-            Err(ApiError::new(Reason::UpstreamTimeout, "the app did not answer the webhook in time"))
-        }
-        Err(crate::upstream::UpstreamError::Unreachable(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "webhook could not be forwarded");
-            Err(ApiError::new(Reason::UpstreamUnreachable, "the app is unreachable"))
+            Err(ApiError::from(e))
         }
     }
 }

@@ -103,7 +103,10 @@ async fn terminate(
             ApiError::new(Reason::UpstreamUnreachable, "the Pusher API refused terminate_connections")
                 .with_field("upstream_status", a.status.as_u16().into()),
         )),
-        Err(e) => Err(not_terminated(ApiError::new(Reason::UpstreamUnreachable, e.to_string()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "terminate: the Pusher API could not be reached");
+            Err(not_terminated(ApiError::from(e)))
+        }
     }
 }
 

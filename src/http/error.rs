@@ -196,6 +196,21 @@ impl From<RestAuthError> for ApiError {
     }
 }
 
+/// An upstream (the Pusher REST API, the app behind the webhook relay)
+/// that could not be reached (502) or did not answer in time (504).
+impl From<crate::upstream::UpstreamError> for ApiError {
+    fn from(e: crate::upstream::UpstreamError) -> Self {
+        match e {
+            crate::upstream::UpstreamError::Timeout => {
+                ApiError::new(Reason::UpstreamTimeout, "the upstream did not answer in time")
+            }
+            crate::upstream::UpstreamError::Unreachable(_) => {
+                ApiError::new(Reason::UpstreamUnreachable, "the upstream is unreachable")
+            }
+        }
+    }
+}
+
 /// The status of every reason: one table, the only one.
 pub fn status_of(reason: Reason) -> StatusCode {
     use Reason as R;

@@ -125,14 +125,7 @@ where
         }
         Err(e) => {
             tracing::warn!(error = %e, "publish proxy: the Pusher API could not be reached");
-            Err(match e {
-                crate::upstream::UpstreamError::Timeout => {
-                    ApiError::new(Reason::UpstreamTimeout, "the Pusher API did not answer in time")
-                }
-                crate::upstream::UpstreamError::Unreachable(_) => {
-                    ApiError::new(Reason::UpstreamUnreachable, "the Pusher API is unreachable")
-                }
-            })
+            Err(ApiError::from(e))
         }
     }
 }

@@ -157,11 +157,6 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         &self.verifier
     }
 
-    /// The cache.
-    pub fn cache(&self) -> &Arc<TokenCache<X>> {
-        &self.cache
-    }
-
     /// Cache hits and misses so far.
     pub fn stats(&self) -> (u64, u64) {
         self.cache.stats()
