@@ -27,7 +27,7 @@ const QUEUE: usize = 16 * 1024;
 
 /// One audit event.
 #[derive(Debug, Serialize)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     /// RFC 3339 time.
     pub ts: String,
     /// Always `"decision"`.
@@ -65,7 +65,7 @@ pub struct Event<'a> {
 
 /// A shadow rule's outcome, as logged.
 #[derive(Debug, Serialize)]
-pub struct ShadowOutcome<'a> {
+pub(crate) struct ShadowOutcome<'a> {
     /// The shadow rule.
     pub rule: &'a str,
     /// `allow` or `deny`.
@@ -77,7 +77,7 @@ pub struct ShadowOutcome<'a> {
 /// One request to the publish proxy (the REST API an official server SDK
 /// calls on the admin listener), as logged.
 #[derive(Debug, Serialize)]
-pub struct RestEvent<'a> {
+pub(crate) struct RestEvent<'a> {
     /// RFC 3339 time.
     pub ts: String,
     /// Always `"rest"`.
@@ -193,7 +193,7 @@ impl Audit {
 }
 
 /// Now as RFC 3339 with milliseconds.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 

@@ -66,24 +66,9 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rule's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The rule's channel pattern.
     pub fn pattern(&self) -> &Pattern {
         &self.pattern
-    }
-
-    /// Where the rule was written.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    /// Whether the rule is a shadow rule (evaluated and logged, not enforced).
-    pub fn is_shadow(&self) -> bool {
-        self.shadow
     }
 }
 
