@@ -27,7 +27,7 @@ pub mod introspect;
 pub mod lookup;
 pub mod memo;
 pub mod postgres;
-pub mod readonly;
+
 pub mod redis;
 
 mod client;

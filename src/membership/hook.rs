@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::breaker::{Breaker, BreakerSettings};
 use super::memo::{CacheStatus, Fresh, Memo, MemoSettings, Weigh};
 use super::{FaultKind, LookupError, client, http_ttl};
+use crate::policy::lookup::FactValue;
 use crate::upstream::HttpsClient;
 
 /// Largest hook answer read.
@@ -82,7 +83,7 @@ pub struct Question<'a> {
 }
 
 /// The app's decision.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Decision {
     /// Whether the app allows the subscription.
     pub allow: bool,
@@ -90,6 +91,8 @@ pub struct Decision {
     pub reason: Option<Box<str>>,
     /// The member's `user_info` the app proposes (filtered by the rule).
     pub user_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `{allow, reason, user_info}` for the policy, built once per answer.
+    pub fact: Arc<FactValue>,
 }
 
 impl Weigh for Arc<Decision> {
@@ -98,7 +101,7 @@ impl Weigh for Arc<Decision> {
             .user_info
             .as_ref()
             .map_or(0, |m| m.iter().map(|(k, v)| k.len() as u64 + v.to_string().len() as u64 + 32).sum());
-        96 + self.reason.as_ref().map_or(0, |r| r.len() as u64) + 2 * info
+        96 + self.reason.as_ref().map_or(0, |r| r.len() as u64) + 4 * info
     }
 }
 
@@ -150,6 +153,11 @@ impl Hook {
     /// Its circuit breaker.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// The cached decision for `user` on `channel` at `now`, if fresh.
+    pub fn cached(&self, user: &str, channel: &str, now: Instant) -> Option<Arc<Decision>> {
+        self.memo.cached(&key(user, channel), now)
     }
 
     /// The app's decision for `user` on `question.channel` at `now`.
@@ -216,7 +224,8 @@ fn read_answer(reply: &client::Reply, ttl: Duration) -> Result<Fresh<Arc<Decisio
     let reason = answer
         .reason
         .map(|r| r.chars().filter(|c| !c.is_control()).take(MAX_REASON).collect::<String>().into_boxed_str());
-    let decision = Decision { allow: answer.allow, reason, user_info: answer.user_info };
+    let fact = Arc::new(FactValue::hook(answer.allow, reason.as_deref(), answer.user_info.as_ref()));
+    let decision = Decision { allow: answer.allow, reason, user_info: answer.user_info, fact };
     Ok(Fresh { value: Arc::new(decision), ttl: http_ttl(&reply.headers, ttl) })
 }
 

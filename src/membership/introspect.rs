@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::breaker::{Breaker, BreakerSettings};
 use super::memo::{CacheStatus, Fresh, Memo, MemoSettings, Weigh};
 use super::{FaultKind, LookupError, client, http_ttl};
+use crate::policy::TokenValue;
 use crate::upstream::HttpsClient;
 
 /// Largest session answer read.
@@ -79,7 +80,8 @@ impl IntrospectSettings {
 /// cookies and the configured headers, with their digest (the cache key).
 #[derive(Clone)]
 pub struct Credential {
-    cookie: Option<HeaderValue>,
+    /// The `Cookie` header sent, if a forwarded cookie was present.
+    pub(crate) cookie: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
     digest: [u8; 32],
 }
@@ -145,18 +147,29 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// The app's answer about a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SessionAnswer {
-    /// The session's claims: the answer's JSON object, as sent.
-    Claims(Arc<str>),
+    /// The session's claims: the answer's JSON object, as sent, and its
+    /// CEL value (`token`), converted as the policy reads it.
+    Claims(Arc<str>, Arc<TokenValue>),
     /// The app knows no such session (401 or 403).
     NoSession,
+}
+
+impl PartialEq for SessionAnswer {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SessionAnswer::Claims(a, _), SessionAnswer::Claims(b, _)) => a == b,
+            (SessionAnswer::NoSession, SessionAnswer::NoSession) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Weigh for SessionAnswer {
     fn weight(&self) -> u64 {
         match self {
-            SessionAnswer::Claims(json) => 2 * json.len() as u64 + 64,
+            SessionAnswer::Claims(json, _) => 3 * json.len() as u64 + 128,
             SessionAnswer::NoSession => 16,
         }
     }
@@ -190,6 +203,11 @@ impl Introspector {
     /// Its circuit breaker.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// What is forwarded.
+    pub fn forward(&self) -> &[Forward] {
+        &self.settings.forward
     }
 
     /// The session of `credential` at `now`.
@@ -234,16 +252,18 @@ fn read_answer(reply: &client::Reply, ttl: Duration) -> Result<Fresh<SessionAnsw
             let text = std::str::from_utf8(&reply.body).map_err(|_| {
                 LookupError::unavailable(FaultKind::BadAnswer, "the session answer is not UTF-8")
             })?;
-            if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_err() {
-                return Err(LookupError::unavailable(
-                    FaultKind::BadAnswer,
-                    "the session endpoint answered 200 without a JSON object",
-                ));
-            }
-            Ok(Fresh {
-                value: SessionAnswer::Claims(Arc::from(text.trim())),
-                ttl: http_ttl(&reply.headers, ttl),
-            })
+            // Checked as a whole first: the lazy claims read members only.
+            let value = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .ok()
+                .and_then(|_| TokenValue::from_json_text(text.trim()))
+                .ok_or_else(|| {
+                    LookupError::unavailable(
+                        FaultKind::BadAnswer,
+                        "the session endpoint answered 200 without a JSON object",
+                    )
+                })?;
+            let claims = SessionAnswer::Claims(Arc::from(text.trim()), Arc::new(value));
+            Ok(Fresh { value: claims, ttl: http_ttl(&reply.headers, ttl) })
         }
         401 | 403 => Ok(Fresh { value: SessionAnswer::NoSession, ttl: Duration::ZERO }),
         status => Err(LookupError::unavailable(

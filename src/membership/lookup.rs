@@ -16,26 +16,11 @@ use tokio::time::Instant;
 use super::LookupError;
 use super::memo::{CacheStatus, Fresh, Memo, MemoSettings, Weigh};
 use super::postgres::Postgres;
-use super::readonly::ReadOnlySql;
-use super::redis::{Redis, RedisCommand};
+use super::redis::Redis;
+use crate::policy::lookup::{FactValue, QueryCommand};
+use crate::policy::readonly::ReadOnlySql;
 
-/// A value bound to a parameter: its text (PostgreSQL reads it as the
-/// parameter's type), or `None` for `NULL`.
-pub type Param = Option<Box<str>>;
-
-/// The values of one request, in parameter order: also the cache key.
-pub type Params = Box<[Param]>;
-
-/// The parameter text of a JSON value (a claim): strings as they are,
-/// numbers and booleans as JSON writes them, arrays and objects as JSON
-/// text, `null` as `NULL`.
-pub fn param_from_json(value: &serde_json::Value) -> Param {
-    match value {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.as_str().into()),
-        other => Some(other.to_string().into_boxed_str()),
-    }
-}
+pub use crate::policy::lookup::{Param, Params};
 
 /// How much of a result is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +73,28 @@ pub(crate) fn value_bytes(v: &serde_json::Value) -> usize {
     }
 }
 
-impl Weigh for Arc<Rows> {
+/// A result with its CEL value (`query`), built once per fetch.
+#[derive(Debug)]
+pub struct Found {
+    /// The rows.
+    pub rows: Rows,
+    /// `{found, row, rows, truncated}` for the policy.
+    pub fact: Arc<FactValue>,
+}
+
+impl Found {
+    fn new(rows: Rows) -> Self {
+        let fact = Arc::new(FactValue::query(&rows.rows, rows.truncated));
+        Self { rows, fact }
+    }
+}
+
+impl Weigh for Arc<Found> {
     fn weight(&self) -> u64 {
-        let bytes: usize = self
-            .rows
-            .iter()
-            .map(|r| r.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>())
-            .sum();
-        64 + bytes as u64
+        let bytes: usize =
+            self.rows.rows.iter().map(|r| r.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>()).sum();
+        // The rows, and their CEL form beside them.
+        128 + 2 * bytes as u64
     }
 }
 
@@ -113,8 +112,8 @@ pub enum Command {
     Redis {
         /// The source.
         source: Arc<Redis>,
-        /// The command.
-        command: RedisCommand,
+        /// The command (not `Sql`).
+        command: QueryCommand,
     },
 }
 
@@ -122,7 +121,7 @@ pub enum Command {
 pub struct Lookup {
     command: Command,
     ttl: Duration,
-    memo: Memo<Params, Arc<Rows>, LookupError>,
+    memo: Memo<Params, Arc<Found>, LookupError>,
 }
 
 impl std::fmt::Debug for Lookup {
@@ -140,26 +139,31 @@ impl Lookup {
         Self { command, ttl, memo: Memo::new(cache) }
     }
 
+    /// What it runs.
+    pub fn command(&self) -> &Command {
+        &self.command
+    }
+
     /// Its cache (counters for metrics).
-    pub fn memo(&self) -> &Memo<Params, Arc<Rows>, LookupError> {
+    pub fn memo(&self) -> &Memo<Params, Arc<Found>, LookupError> {
         &self.memo
     }
 
     /// The result for `params` at `now`.
-    pub async fn run(&self, params: &Params, now: Instant) -> Result<(Arc<Rows>, CacheStatus), LookupError> {
+    pub async fn run(&self, params: &Params, now: Instant) -> Result<(Arc<Found>, CacheStatus), LookupError> {
         self.memo
             .get(params, now, || async {
                 let rows = match &self.command {
                     Command::Sql { source, sql } => source.query(sql, params, now).await?,
                     Command::Redis { source, command } => source.run(command, params, now).await?,
                 };
-                Ok(Fresh { value: Arc::new(rows), ttl: self.ttl })
+                Ok(Fresh { value: Arc::new(Found::new(rows)), ttl: self.ttl })
             })
             .await
     }
 
     /// The cached result for `params` at `now`, if fresh.
-    pub fn cached(&self, params: &Params, now: Instant) -> Option<Arc<Rows>> {
+    pub fn cached(&self, params: &Params, now: Instant) -> Option<Arc<Found>> {
         self.memo.cached(params, now)
     }
 }

@@ -31,7 +31,7 @@ use tokio_postgres::types::{FromSql, Kind, ToSql, Type};
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::lookup::{Limits, Param, Row, Rows, value_bytes};
-use super::readonly::ReadOnlySql;
+use crate::policy::readonly::ReadOnlySql;
 use super::{FaultKind, LookupError, SourceError};
 use crate::secret::Secret;
 

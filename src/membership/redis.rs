@@ -20,7 +20,8 @@ use ::redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerSettings};
-use super::lookup::{Limits, Param, Row, Rows};
+use super::lookup::{Limits, Row, Rows};
+use crate::policy::lookup::{Param, Piece, QueryCommand, Template};
 use super::{FaultKind, LookupError, SourceError};
 use crate::secret::Secret;
 
@@ -49,117 +50,35 @@ impl RedisSettings {
     }
 }
 
-/// A piece of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(Box<str>),
-    Param(usize),
-}
-
-/// Text with placeholders bound per request; `{{` and `}}` are literal
-/// braces (Redis Cluster hash tags).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    pieces: Vec<Piece>,
-}
-
-impl Template {
-    /// Parses `text`; `param` maps a placeholder's name (`room`,
-    /// `token.sub`) to its index in the request's values, or says why the
-    /// name is unknown.
-    pub fn parse(text: &str, mut param: impl FnMut(&str) -> Result<usize, String>) -> Result<Self, String> {
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find(['{', '}']) {
-            literal.push_str(&rest[..i]);
-            let tail = &rest[i..];
-            if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
-                literal.push_str(&tail[..1]);
-                rest = after;
-                continue;
-            }
-            if tail.starts_with('}') {
-                return Err(format!("`{text}`: a `}}` without its `{{` (write `}}}}` for a literal brace)"));
-            }
-            let Some(end) = tail.find('}') else {
-                return Err(format!("`{text}`: a `{{` without its `}}` (write `{{{{` for a literal brace)"));
-            };
-            let name = tail[1..end].trim();
-            if name.is_empty() {
-                return Err(format!("`{text}`: an empty placeholder `{{}}`"));
-            }
-            if !literal.is_empty() {
-                pieces.push(Piece::Text(std::mem::take(&mut literal).into_boxed_str()));
-            }
-            pieces.push(Piece::Param(param(name)?));
-            rest = &tail[end + 1..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(literal.into_boxed_str()));
-        }
-        if pieces.is_empty() {
-            return Err("an empty template".into());
-        }
-        Ok(Self { pieces })
-    }
-
-    /// The text for `params`; in a key, values are checked (module docs).
-    fn render(&self, params: &[Param], key: bool) -> Result<String, LookupError> {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Param(i) => {
-                    let Some(Some(value)) = params.get(*i) else {
-                        return Err(LookupError::BadParameter(
-                            "a value of the Redis command is missing".into(),
-                        ));
-                    };
-                    if key && !safe_in_key(value) {
-                        return Err(LookupError::BadParameter(
-                            "a value inside a Redis key is empty or holds `:`, a brace, a glob character, \
-                             whitespace or a control character"
-                                .into(),
-                        ));
-                    }
-                    out.push_str(value);
+/// The text of `template` for `params`; in a key, values are checked
+/// (module docs).
+fn render(template: &Template, params: &[Param], key: bool) -> Result<String, LookupError> {
+    let mut out = String::new();
+    for piece in &template.pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Param(i) => {
+                let Some(Some(value)) = params.get(*i) else {
+                    return Err(LookupError::BadParameter("a value of the Redis command is missing".into()));
+                };
+                if key && !safe_in_key(value) {
+                    return Err(LookupError::BadParameter(
+                        "a value inside a Redis key is empty or holds `:`, a brace, a glob character, \
+                         whitespace or a control character"
+                            .into(),
+                    ));
                 }
+                out.push_str(value);
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 fn safe_in_key(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 512
         && !value.chars().any(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(c))
-}
-
-/// A Redis lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisCommand {
-    /// `SISMEMBER key member`.
-    SisMember {
-        /// The set's key.
-        key: Template,
-        /// The member.
-        member: Template,
-    },
-    /// `GET key`.
-    Get {
-        /// The key.
-        key: Template,
-    },
-    /// `HGET key field`.
-    HGet {
-        /// The hash's key.
-        key: Template,
-        /// The field.
-        field: Template,
-    },
 }
 
 /// A Redis source; see the module docs.
@@ -199,27 +118,25 @@ impl Redis {
     }
 
     /// Runs `command` with `params` at `now`.
-    pub async fn run(
-        &self,
-        command: &RedisCommand,
-        params: &[Param],
-        now: Instant,
-    ) -> Result<Rows, LookupError> {
+    pub async fn run(&self, command: &QueryCommand, params: &[Param], now: Instant) -> Result<Rows, LookupError> {
         let cmd = match command {
-            RedisCommand::SisMember { key, member } => {
+            QueryCommand::SisMember { key, member } => {
                 let mut c = ::redis::cmd("SISMEMBER");
-                c.arg(key.render(params, true)?).arg(member.render(params, false)?);
+                c.arg(render(key, params, true)?).arg(render(member, params, false)?);
                 c
             }
-            RedisCommand::Get { key } => {
+            QueryCommand::Get { key } => {
                 let mut c = ::redis::cmd("GET");
-                c.arg(key.render(params, true)?);
+                c.arg(render(key, params, true)?);
                 c
             }
-            RedisCommand::HGet { key, field } => {
+            QueryCommand::HGet { key, field } => {
                 let mut c = ::redis::cmd("HGET");
-                c.arg(key.render(params, true)?).arg(field.render(params, false)?);
+                c.arg(render(key, params, true)?).arg(render(field, params, false)?);
                 c
+            }
+            QueryCommand::Sql(_) => {
+                return Err(LookupError::unavailable(FaultKind::QueryFailed, "an SQL query on a Redis source"));
             }
         };
         let permit = self.breaker.admit(now)?;
@@ -253,7 +170,7 @@ impl Redis {
             .map_err(redis_error)
     }
 
-    fn rows(&self, command: &RedisCommand, reply: ::redis::Value) -> Result<Rows, LookupError> {
+    fn rows(&self, command: &QueryCommand, reply: ::redis::Value) -> Result<Rows, LookupError> {
         use ::redis::Value as V;
         let unexpected = || {
             LookupError::unavailable(
@@ -263,12 +180,12 @@ impl Redis {
         };
         let mut rows = Rows::default();
         match (command, reply) {
-            (RedisCommand::SisMember { .. }, V::Int(n)) => {
+            (QueryCommand::SisMember { .. }, V::Int(n)) => {
                 if n == 1 {
                     rows.rows.push(Row::from_iter([("member".to_owned(), serde_json::Value::Bool(true))]));
                 }
             }
-            (RedisCommand::SisMember { .. }, _) => return Err(unexpected()),
+            (QueryCommand::SisMember { .. }, _) => return Err(unexpected()),
             (_, V::Nil) => {}
             (_, V::BulkString(bytes)) => {
                 let text = String::from_utf8(bytes).map_err(|_| {
