@@ -22,8 +22,8 @@ pub mod lint;
 
 mod compile;
 mod eval;
-mod raw;
 pub mod lookup;
+mod raw;
 pub mod readonly;
 
 use std::path::PathBuf;

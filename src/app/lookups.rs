@@ -98,7 +98,8 @@ pub(crate) fn build(
         if !used(name) {
             continue;
         }
-        let kept = live.sources.iter().find(|(n, c, _)| n == name && c.same_as(cfg)).map(|(_, _, s)| s.clone());
+        let kept =
+            live.sources.iter().find(|(n, c, _)| n == name && c.same_as(cfg)).map(|(_, _, s)| s.clone());
         let source = match kept {
             Some(s) => s,
             None => match cfg {
@@ -145,8 +146,12 @@ pub(crate) fn build(
                 return None;
             };
             let command = match (source.as_ref(), &spec.command) {
-                (Source::Postgres(pg), QueryCommand::Sql(sql)) => Command::Sql { source: pg.clone(), sql: sql.clone() },
-                (Source::Redis(r), cmd) if !cmd.is_sql() => Command::Redis { source: r.clone(), command: cmd.clone() },
+                (Source::Postgres(pg), QueryCommand::Sql(sql)) => {
+                    Command::Sql { source: pg.clone(), sql: sql.clone() }
+                }
+                (Source::Redis(r), cmd) if !cmd.is_sql() => {
+                    Command::Redis { source: r.clone(), command: cmd.clone() }
+                }
                 _ => {
                     errors.push(format!(
                         "rule `{}`: source `{}` is {}; {}",
@@ -226,7 +231,10 @@ pub(crate) fn build(
                     };
                     let mut values = Vec::with_capacity(headers.len());
                     for (name, value) in &headers {
-                        match (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value)) {
+                        match (
+                            http::HeaderName::from_bytes(name.as_bytes()),
+                            http::HeaderValue::from_str(value),
+                        ) {
                             (Ok(n), Ok(v)) => values.push((n, v)),
                             _ => {
                                 errors.push(format!(

@@ -304,7 +304,9 @@ pub fn status_of(reason: Reason) -> StatusCode {
 fn www_authenticate(reason: Reason) -> Option<HeaderValue> {
     use Reason as R;
     match reason {
-        R::TokenMissing | R::SessionRejected => Some(HeaderValue::from_static("Bearer realm=\"channelgate\"")),
+        R::TokenMissing | R::SessionRejected => {
+            Some(HeaderValue::from_static("Bearer realm=\"channelgate\""))
+        }
         R::AdminToken => Some(HeaderValue::from_static("Bearer realm=\"channelgate-admin\"")),
         R::TokenMalformed
         | R::AlgorithmNotAllowed

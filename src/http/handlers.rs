@@ -464,11 +464,15 @@ async fn facts(cx: &Ctx<'_>, request: &Request<'_>, channel: &ChannelName) -> Fa
     });
     let hooks = rules.iter().filter_map(|(i, captures)| {
         let hook = gw.lookups.hooks.get(*i)?.as_ref()?;
-        Some(async move { (*i, hook_fact(gw, *i, ask_hook(gw, hook, request, channel, captures, now).await)) })
+        Some(
+            async move { (*i, hook_fact(gw, *i, ask_hook(gw, hook, request, channel, captures, now).await)) },
+        )
     });
-    let (queries, hooks) =
-        futures_util::future::join(futures_util::future::join_all(queries), futures_util::future::join_all(hooks))
-            .await;
+    let (queries, hooks) = futures_util::future::join(
+        futures_util::future::join_all(queries),
+        futures_util::future::join_all(hooks),
+    )
+    .await;
     let mut facts = Facts::none();
     for (i, fact) in queries {
         facts.set_query(i, fact);
@@ -502,8 +506,12 @@ async fn ask_hook(
     let claims_text = serde_json::value::to_raw_value(claims_json())
         .map_err(|e| LookupError::BadParameter(format!("the claims as JSON: {e}").into()))?;
     let captures: indexmap::IndexMap<&str, &str> = captures.iter().copied().collect();
-    let question =
-        Question { claims: &claims_text, channel: channel.as_str(), captures: &captures, socket_id: request.socket_id.as_str() };
+    let question = Question {
+        claims: &claims_text,
+        channel: channel.as_str(),
+        captures: &captures,
+        socket_id: request.socket_id.as_str(),
+    };
     hook.decide(&user, &question, now).await.map(|(d, _)| d)
 }
 

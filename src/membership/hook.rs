@@ -199,7 +199,7 @@ impl Hook {
 }
 
 fn read_answer(reply: &client::Reply, ttl: Duration) -> Result<Fresh<Arc<Decision>>, LookupError> {
-    if reply.status != http::StatusCode::OK {
+    if reply.status.as_u16() != 200 {
         return Err(LookupError::unavailable(
             FaultKind::BadAnswer,
             format!("the hook answered {} (expected 200 with {{\"allow\": …}})", reply.status.as_u16()),

@@ -91,8 +91,12 @@ impl Found {
 
 impl Weigh for Arc<Found> {
     fn weight(&self) -> u64 {
-        let bytes: usize =
-            self.rows.rows.iter().map(|r| r.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>()).sum();
+        let bytes: usize = self
+            .rows
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|(k, v)| 24 + k.len() + value_bytes(v)).sum::<usize>())
+            .sum();
         // The rows, and their CEL form beside them.
         128 + 2 * bytes as u64
     }

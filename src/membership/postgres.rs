@@ -31,8 +31,8 @@ use tokio_postgres::types::{FromSql, Kind, ToSql, Type};
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::lookup::{Limits, Param, Row, Rows, value_bytes};
-use crate::policy::readonly::ReadOnlySql;
 use super::{FaultKind, LookupError, SourceError};
+use crate::policy::readonly::ReadOnlySql;
 use crate::secret::Secret;
 
 /// A PostgreSQL source's settings.

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::lookup::{Limits, Row, Rows};
-use crate::policy::lookup::{Param, Piece, QueryCommand, Template};
 use super::{FaultKind, LookupError, SourceError};
+use crate::policy::lookup::{Param, Piece, QueryCommand, Template};
 use crate::secret::Secret;
 
 /// A Redis source's settings.
@@ -118,7 +118,12 @@ impl Redis {
     }
 
     /// Runs `command` with `params` at `now`.
-    pub async fn run(&self, command: &QueryCommand, params: &[Param], now: Instant) -> Result<Rows, LookupError> {
+    pub async fn run(
+        &self,
+        command: &QueryCommand,
+        params: &[Param],
+        now: Instant,
+    ) -> Result<Rows, LookupError> {
         let cmd = match command {
             QueryCommand::SisMember { key, member } => {
                 let mut c = ::redis::cmd("SISMEMBER");
@@ -136,7 +141,10 @@ impl Redis {
                 c
             }
             QueryCommand::Sql(_) => {
-                return Err(LookupError::unavailable(FaultKind::QueryFailed, "an SQL query on a Redis source"));
+                return Err(LookupError::unavailable(
+                    FaultKind::QueryFailed,
+                    "an SQL query on a Redis source",
+                ));
             }
         };
         let permit = self.breaker.admit(now)?;

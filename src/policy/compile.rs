@@ -172,13 +172,17 @@ fn compile_rule(rule: raw::Rule, origin: Origin, src: Src<'_>) -> Result<Rule, V
     let query = rule.query.as_ref().and_then(|q| {
         let line = q.referenced.line();
         compile_query(&q.value, &captures)
-            .map_err(|m| errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: query: {m}"))))
+            .map_err(|m| {
+                errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: query: {m}")))
+            })
             .ok()
     });
     let hook = rule.hook.as_ref().and_then(|h| {
         let line = h.referenced.line();
         compile_hook(&h.value)
-            .map_err(|m| errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: hook: {m}"))))
+            .map_err(|m| {
+                errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: hook: {m}")))
+            })
             .ok()
     });
     if rule.query.is_some() {
@@ -189,14 +193,17 @@ fn compile_rule(rule: raw::Rule, origin: Origin, src: Src<'_>) -> Result<Rule, V
     }
     let hook_decides = rule.allow.is_none() && rule.hook.is_some();
     let allow = match &rule.allow {
-        Some(allow) => {
-            expression("allow", &allow.value.0, &known).map_err(|e| errors.push(src.error(&context, allow, e))).ok()
-        }
+        Some(allow) => expression("allow", &allow.value.0, &known)
+            .map_err(|e| errors.push(src.error(&context, allow, e)))
+            .ok(),
         None if rule.hook.is_some() => {
             expression("allow", "hook.allow", &known).map_err(|e| errors.push(at(e.message))).ok()
         }
         None => {
-            errors.push(at("`allow` is missing: a rule decides with `allow`, or with a `hook:` whose answer decides".into()));
+            errors.push(at(
+                "`allow` is missing: a rule decides with `allow`, or with a `hook:` whose answer decides"
+                    .into(),
+            ));
             None
         }
     };
@@ -259,7 +266,8 @@ fn duration(what: &str, text: Option<&str>, default: Duration, max: Duration) ->
 
 fn compile_query(q: &raw::Query, captures: &[String]) -> Result<QuerySpec, String> {
     let ttl = duration("ttl", q.ttl.as_deref(), Duration::from_secs(30), MAX_LOOKUP_TTL)?;
-    let stale_if_error = duration("stale_if_error", q.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
+    let stale_if_error =
+        duration("stale_if_error", q.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
     if q.source.trim().is_empty() {
         return Err("`source` names a data source of the config's `sources:`".into());
     }
@@ -301,7 +309,9 @@ fn compile_query(q: &raw::Query, captures: &[String]) -> Result<QuerySpec, Strin
             })
         };
         match (&q.sismember, &q.get, &q.hget) {
-            (Some(s), _, _) => QueryCommand::SisMember { key: template(&s.key)?, member: template(&s.member)? },
+            (Some(s), _, _) => {
+                QueryCommand::SisMember { key: template(&s.key)?, member: template(&s.member)? }
+            }
             (_, Some(key), _) => QueryCommand::Get { key: template(key)? },
             (_, _, Some(h)) => QueryCommand::HGet { key: template(&h.key)?, field: template(&h.field)? },
             _ => return Err("give exactly one of `sql`, `sismember`, `get` or `hget`".into()),
@@ -320,7 +330,8 @@ fn compile_hook(h: &raw::Hook) -> Result<HookSpec, String> {
     if timeout.is_zero() {
         return Err("`timeout` must be longer than zero".into());
     }
-    let stale_if_error = duration("stale_if_error", h.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
+    let stale_if_error =
+        duration("stale_if_error", h.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
     let mut headers = Vec::with_capacity(h.headers.len());
     for (name, value) in &h.headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -209,17 +209,27 @@ impl FactValue {
         let mut map = serde_json::Map::with_capacity(4);
         map.insert("found".into(), serde_json::Value::Bool(!rows.is_empty()));
         map.insert("row".into(), serde_json::Value::Object(row));
-        map.insert("rows".into(), serde_json::Value::Array(rows.iter().cloned().map(serde_json::Value::Object).collect()));
+        map.insert(
+            "rows".into(),
+            serde_json::Value::Array(rows.iter().cloned().map(serde_json::Value::Object).collect()),
+        );
         map.insert("truncated".into(), serde_json::Value::Bool(truncated));
         Self { value: TokenValue::from_claims(&map) }
     }
 
     /// The hook's answer `{allow, reason, user_info}` (`reason` null and
     /// `user_info` an empty map when absent).
-    pub fn hook(allow: bool, reason: Option<&str>, user_info: Option<&serde_json::Map<String, serde_json::Value>>) -> Self {
+    pub fn hook(
+        allow: bool,
+        reason: Option<&str>,
+        user_info: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
         let mut map = serde_json::Map::with_capacity(3);
         map.insert("allow".into(), serde_json::Value::Bool(allow));
-        map.insert("reason".into(), reason.map_or(serde_json::Value::Null, |r| serde_json::Value::String(r.into())));
+        map.insert(
+            "reason".into(),
+            reason.map_or(serde_json::Value::Null, |r| serde_json::Value::String(r.into())),
+        );
         map.insert("user_info".into(), serde_json::Value::Object(user_info.cloned().unwrap_or_default()));
         Self { value: TokenValue::from_claims(&map) }
     }
@@ -295,3 +305,6 @@ pub(crate) fn param_of(val: Option<&dyn Val>) -> Param {
     }
     None
 }
+
+#[cfg(test)]
+mod tests;

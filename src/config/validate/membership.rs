@@ -16,7 +16,13 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest timeout of a call to the app or a data source.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn bounded(cx: &mut Ctx<'_>, what: &str, v: &Option<Spanned<String>>, default: Duration, max: Duration) -> Duration {
+fn bounded(
+    cx: &mut Ctx<'_>,
+    what: &str,
+    v: &Option<Spanned<String>>,
+    default: Duration,
+    max: Duration,
+) -> Duration {
     let d = cx.duration(what, v, default);
     if let Some(span) = v
         && d > max
@@ -37,7 +43,10 @@ fn timeout(cx: &mut Ctx<'_>, what: &str, v: &Option<Spanned<String>>, default: D
 }
 
 /// `session.introspect`.
-pub(super) fn introspect(cx: &mut Ctx<'_>, raw: Option<&Spanned<raw::Introspect>>) -> Option<IntrospectConfig> {
+pub(super) fn introspect(
+    cx: &mut Ctx<'_>,
+    raw: Option<&Spanned<raw::Introspect>>,
+) -> Option<IntrospectConfig> {
     let spanned = raw?;
     let i = &spanned.value;
     let url = match url::Url::parse(i.url.value.trim()) {
@@ -63,11 +72,17 @@ pub(super) fn introspect(cx: &mut Ctx<'_>, raw: Option<&Spanned<raw::Introspect>
     let mut forward = Vec::with_capacity(i.forward.len());
     for f in &i.forward {
         match &f.value {
-            raw::TokenFrom::Cookie(c) if !c.trim().is_empty() => forward.push(Forward::Cookie(c.trim().to_owned())),
+            raw::TokenFrom::Cookie(c) if !c.trim().is_empty() => {
+                forward.push(Forward::Cookie(c.trim().to_owned()))
+            }
             raw::TokenFrom::Header(h) => match http::HeaderName::from_str(h.trim()) {
                 Ok(name) if name != http::header::COOKIE => forward.push(Forward::Header(name)),
                 Ok(_) => {
-                    cx.hint(f, "session.introspect.forward: forward cookies by name", "write `{ cookie: NAME }`");
+                    cx.hint(
+                        f,
+                        "session.introspect.forward: forward cookies by name",
+                        "write `{ cookie: NAME }`",
+                    );
                 }
                 Err(_) => {
                     cx.at(f, format!("session.introspect.forward: `{h}` is not a header name"));
@@ -83,7 +98,8 @@ pub(super) fn introspect(cx: &mut Ctx<'_>, raw: Option<&Spanned<raw::Introspect>
     }
     let ttl = bounded(cx, "session.introspect.ttl", &i.ttl, Duration::from_secs(30), MAX_TTL);
     let timeout = timeout(cx, "session.introspect.timeout", &i.timeout, Duration::from_secs(2));
-    let stale_if_error = bounded(cx, "session.introspect.stale_if_error", &i.stale_if_error, Duration::ZERO, MAX_TTL);
+    let stale_if_error =
+        bounded(cx, "session.introspect.stale_if_error", &i.stale_if_error, Duration::ZERO, MAX_TTL);
     Some(IntrospectConfig {
         url: url?,
         forward,
@@ -102,7 +118,8 @@ pub(super) fn sources(
     let mut out = Vec::new();
     for (name, spanned) in raw.into_iter().flatten() {
         let label = format!("sources.{name}");
-        if name.trim().is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.trim().is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             cx.at(spanned, format!("{label}: a source name is letters, digits, `_` and `-`"));
             continue;
         }
@@ -116,7 +133,8 @@ pub(super) fn sources(
                     }
                     s.value
                 });
-                let timeout = timeout(cx, &format!("{label}.postgres.timeout"), &p.timeout, Duration::from_secs(1));
+                let timeout =
+                    timeout(cx, &format!("{label}.postgres.timeout"), &p.timeout, Duration::from_secs(1));
                 let max_rows = p.max_rows.as_ref().map_or(100, |s| {
                     if s.value == 0 {
                         cx.at(s, format!("{label}.postgres.max_rows: at least 1"));
@@ -129,7 +147,8 @@ pub(super) fn sources(
             (None, Some(r)) => {
                 let r = &r.value;
                 let url = cx.secret(&format!("{label}.redis.url"), &r.url);
-                let timeout = timeout(cx, &format!("{label}.redis.timeout"), &r.timeout, Duration::from_secs(1));
+                let timeout =
+                    timeout(cx, &format!("{label}.redis.timeout"), &r.timeout, Duration::from_secs(1));
                 let max_bytes = r.max_bytes.as_ref().map_or(64 * 1024, |s| s.value);
                 url.map(|url| SourceConfig::Redis { url, timeout, max_bytes })
             }

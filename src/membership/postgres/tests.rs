@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::membership::lookup::{Command, Lookup, Params};
 use crate::membership::memo::{CacheStatus, MemoSettings};
-use crate::membership::readonly::prove;
 use crate::membership::testing::PgServer;
+use crate::policy::readonly::prove;
 
 /// A server with the schema of the examples and a role that may only read.
 fn server() -> PgServer {
@@ -185,16 +185,16 @@ async fn a_lookup_caches_per_parameter_tuple_until_its_ttl() {
     let t = Instant::now();
     let alice = params(&[Some("42"), Some("alice")]);
     let (rows, status) = lookup.run(&alice, t).await.unwrap();
-    assert!(rows.found() && status == CacheStatus::Miss);
+    assert!(rows.rows.found() && status == CacheStatus::Miss);
     // The membership ends in the database: the cached answer holds until the TTL.
     pg.psql("DELETE FROM room_members WHERE user_id = 'alice'");
     let (rows, status) = lookup.run(&alice, t + Duration::from_secs(29)).await.unwrap();
-    assert!(rows.found() && status == CacheStatus::Hit);
+    assert!(rows.rows.found() && status == CacheStatus::Hit);
     let (rows, status) = lookup.run(&alice, t + Duration::from_secs(30)).await.unwrap();
-    assert!(!rows.found() && status == CacheStatus::Miss);
+    assert!(!rows.rows.found() && status == CacheStatus::Miss);
     // Another tuple is another entry.
     let (rows, status) = lookup.run(&params(&[Some("7"), Some("bob")]), t).await.unwrap();
-    assert!(rows.found() && status == CacheStatus::Miss);
+    assert!(rows.rows.found() && status == CacheStatus::Miss);
 }
 
 #[tokio::test]

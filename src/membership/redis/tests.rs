@@ -9,6 +9,7 @@ use super::*;
 use crate::membership::lookup::{Command, Lookup, Params};
 use crate::membership::memo::{CacheStatus, MemoSettings};
 use crate::membership::testing::RedisServer;
+use crate::policy::lookup::{QueryCommand, Template};
 
 /// Placeholders `room` → 0, `token.sub` → 1.
 fn names(name: &str) -> Result<usize, String> {
@@ -33,14 +34,14 @@ fn source(server: &RedisServer) -> Redis {
     Redis::new(&s).unwrap()
 }
 
-fn sismember() -> RedisCommand {
-    RedisCommand::SisMember { key: template("room:{room}:members"), member: template("{token.sub}") }
+fn sismember() -> QueryCommand {
+    QueryCommand::SisMember { key: template("room:{room}:members"), member: template("{token.sub}") }
 }
 
 #[test]
 fn templates_bind_placeholders_and_keep_literal_braces() {
     let t = template("{{tenant}}:room:{room}:{ token.sub }");
-    assert_eq!(t.render(&params("42", "alice"), true).unwrap(), "{tenant}:room:42:alice");
+    assert_eq!(render(&t, &params("42", "alice"), true).unwrap(), "{tenant}:room:42:alice");
     for (bad, expect) in [
         ("room:{room", "without its `}`"),
         ("room}", "without its `{`"),
@@ -57,14 +58,14 @@ fn templates_bind_placeholders_and_keep_literal_braces() {
 fn a_value_cannot_move_a_key_to_another_record() {
     let key = template("user:{token.sub}:rooms");
     for evil in ["1:admins", "a b", "*", "x{y}", "", "new\nline", "a\\b"] {
-        let err = key.render(&params("1", evil), true).unwrap_err();
+        let err = render(&key, &params("1", evil), true).unwrap_err();
         assert!(matches!(err, LookupError::BadParameter(_)), "{evil:?}");
     }
     // A member or field is one whole argument: any text.
-    assert_eq!(template("{token.sub}").render(&params("1", "a:b c"), false).unwrap(), "a:b c");
+    assert_eq!(render(&template("{token.sub}"), &params("1", "a:b c"), false).unwrap(), "a:b c");
     // A missing value denies.
     let missing: Params = vec![Some("1".into()), None].into_boxed_slice();
-    assert!(matches!(key.render(&missing, true), Err(LookupError::BadParameter(_))));
+    assert!(matches!(render(&key, &missing, true), Err(LookupError::BadParameter(_))));
 }
 
 #[tokio::test]
@@ -79,13 +80,13 @@ async fn sismember_get_and_hget_against_a_real_server() {
     assert_eq!(rows.first().unwrap()["member"], true);
     assert!(redis.run(&sismember(), &params("42", "bob"), now).await.unwrap().rows.is_empty());
     assert!(redis.run(&sismember(), &params("42", "a:b c"), now).await.unwrap().found());
-    let get = RedisCommand::Get { key: template("user:{token.sub}:role") };
+    let get = QueryCommand::Get { key: template("user:{token.sub}:role") };
     assert_eq!(
         redis.run(&get, &params("", "alice"), now).await.unwrap().first().unwrap()["value"],
         "moderator"
     );
     assert!(!redis.run(&get, &params("", "bob"), now).await.unwrap().found());
-    let hget = RedisCommand::HGet { key: template("room:{room}:roles"), field: template("{token.sub}") };
+    let hget = QueryCommand::HGet { key: template("room:{room}:roles"), field: template("{token.sub}") };
     assert_eq!(
         redis.run(&hget, &params("42", "alice"), now).await.unwrap().first().unwrap()["value"],
         "owner"
@@ -104,7 +105,7 @@ async fn a_huge_value_is_cut() {
     let mut s = RedisSettings::new(Secret::new(server.url().into_bytes()));
     s.limits = Limits { max_rows: 1, max_bytes: 1001 };
     let redis = Redis::new(&s).unwrap();
-    let get = RedisCommand::Get { key: template("user:{token.sub}:role") };
+    let get = QueryCommand::Get { key: template("user:{token.sub}:role") };
     let rows = redis.run(&get, &params("", "alice"), Instant::now()).await.unwrap();
     assert!(rows.truncated);
     assert_eq!(rows.first().unwrap()["value"].as_str().unwrap().len(), 1000, "cut at a character boundary");
@@ -148,10 +149,10 @@ async fn a_lookup_sees_a_membership_change_after_its_ttl() {
     );
     let t = Instant::now();
     let alice = params("42", "alice");
-    assert!(lookup.run(&alice, t).await.unwrap().0.found());
+    assert!(lookup.run(&alice, t).await.unwrap().0.rows.found());
     server.cli(&["SREM", "room:42:members", "alice"]);
     let (rows, status) = lookup.run(&alice, t + Duration::from_secs(4)).await.unwrap();
-    assert!(rows.found() && status == CacheStatus::Hit);
+    assert!(rows.rows.found() && status == CacheStatus::Hit);
     let (rows, status) = lookup.run(&alice, t + Duration::from_secs(5)).await.unwrap();
-    assert!(!rows.found() && status == CacheStatus::Miss);
+    assert!(!rows.rows.found() && status == CacheStatus::Miss);
 }
