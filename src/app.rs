@@ -15,7 +15,7 @@
 //! draining flag. [`App`] binds the listeners and runs the startup and
 //! shutdown sequence.
 
-mod lookups;
+pub(crate) mod lookups;
 mod reload;
 
 use std::future::Future;

@@ -5,16 +5,24 @@
 
 use std::sync::Arc;
 
+use super::Gateway;
 use crate::config::{Forward, IntrospectConfig, SourceConfig};
+use crate::membership::LookupError;
 use crate::membership::breaker::{Breaker, BreakerSettings};
+use crate::membership::hook::{Decision as HookDecision, Question};
 use crate::membership::hook::{Hook, HookSettings};
 use crate::membership::introspect::{self, IntrospectSettings, Introspector};
+use crate::membership::lookup::Found;
 use crate::membership::lookup::{Command, Limits, Lookup};
+use crate::membership::memo::CacheStatus;
 use crate::membership::memo::MemoSettings;
 use crate::membership::postgres::{Postgres, PostgresSettings};
 use crate::membership::redis::{Redis, RedisSettings};
 use crate::policy::Policy;
+use crate::policy::Request;
+use crate::policy::lookup::{Fact, Facts};
 use crate::policy::lookup::{HookSpec, QueryCommand, QuerySpec};
+use crate::pusher::ChannelName;
 use crate::upstream::HttpsClient;
 
 /// A live data source.
@@ -271,5 +279,162 @@ fn same_source(lookup: &Lookup, source: &Source) -> bool {
         (Command::Sql { source: a, .. }, Source::Postgres(b)) => Arc::ptr_eq(a, b),
         (Command::Redis { source: a, .. }, Source::Redis(b)) => Arc::ptr_eq(a, b),
         _ => false,
+    }
+}
+
+/// One lookup or hook as `explain` shows it.
+#[derive(Debug)]
+pub(crate) struct Explained {
+    pub(crate) rule: String,
+    pub(crate) what: &'static str,
+    pub(crate) params: Vec<(String, Option<String>)>,
+    pub(crate) cache: Option<CacheStatus>,
+    pub(crate) outcome: String,
+}
+
+/// What the lookups and hooks of the rules deciding `channel` find (the
+/// deciding rule's, and those of matching shadow rules before it), asked
+/// concurrently; each through its cache, bounded by its timeout. With
+/// `explain`, also what each was asked and answered.
+pub(crate) async fn gather(
+    gw: &Gateway,
+    request: &Request<'_>,
+    channel: &ChannelName,
+    now: tokio::time::Instant,
+    explain: bool,
+) -> (Facts, Vec<Explained>) {
+    let rules = gw.policy.rules_for(channel);
+    let queries = rules.iter().filter_map(|(i, captures)| {
+        let lookup = gw.lookups.queries.get(*i)?.as_ref()?;
+        let params = gw.policy.query_params(*i, captures, request, channel);
+        Some(async move {
+            let result = lookup.run(&params, now).await;
+            let shown = explain.then(|| {
+                let refs = gw.policy.rules()[*i].query().map(|q| q.params.clone()).unwrap_or_default();
+                Explained {
+                    rule: gw.policy.rules()[*i].name().to_owned(),
+                    what: "query",
+                    params: refs
+                        .iter()
+                        .zip(params.iter())
+                        .map(|(r, v)| (r.as_text(), v.as_deref().map(str::to_owned)))
+                        .collect(),
+                    cache: result.as_ref().ok().map(|(_, c)| *c),
+                    outcome: match &result {
+                        Ok((found, _)) => format!(
+                            "{} row(s){}: {}",
+                            found.rows.rows.len(),
+                            if found.rows.truncated { " (cut)" } else { "" },
+                            serde_json::Value::Array(
+                                found.rows.rows.iter().cloned().map(serde_json::Value::Object).collect()
+                            )
+                        ),
+                        Err(e) => format!("failed: {e}"),
+                    },
+                }
+            });
+            (*i, lookup_fact(gw, *i, result.map(|(f, _)| f)), shown)
+        })
+    });
+    let hooks = rules.iter().filter_map(|(i, captures)| {
+        let hook = gw.lookups.hooks.get(*i)?.as_ref()?;
+        Some(async move {
+            let result = ask_hook(gw, hook, request, channel, captures, now).await;
+            let shown = explain.then(|| Explained {
+                rule: gw.policy.rules()[*i].name().to_owned(),
+                what: "hook",
+                params: captures.iter().map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned()))).collect(),
+                cache: result.as_ref().ok().map(|(_, c)| *c),
+                outcome: match &result {
+                    Ok((d, _)) => format!(
+                        "allow: {}, reason: {}, user_info: {}",
+                        d.allow,
+                        d.reason.as_deref().unwrap_or("none"),
+                        d.user_info.as_ref().map_or_else(
+                            || "none".to_owned(),
+                            |u| serde_json::Value::Object(u.clone()).to_string()
+                        )
+                    ),
+                    Err(e) => format!("failed: {e}"),
+                },
+            });
+            (*i, hook_fact(gw, *i, result.map(|(d, _)| d)), shown)
+        })
+    });
+    let (queries, hooks) = futures_util::future::join(
+        futures_util::future::join_all(queries),
+        futures_util::future::join_all(hooks),
+    )
+    .await;
+    let mut facts = Facts::none();
+    let mut shown = Vec::new();
+    for (i, fact, s) in queries {
+        facts.set_query(i, fact);
+        shown.extend(s);
+    }
+    for (i, fact, s) in hooks {
+        facts.set_hook(i, fact);
+        shown.extend(s);
+    }
+    (facts, shown)
+}
+
+/// The hook's decision: from its cache, or asked with the claims as JSON
+/// (built only then).
+async fn ask_hook(
+    gw: &Gateway,
+    hook: &Hook,
+    request: &Request<'_>,
+    channel: &ChannelName,
+    captures: &[(&str, &str)],
+    now: tokio::time::Instant,
+) -> Result<(Arc<HookDecision>, CacheStatus), LookupError> {
+    // Cached per (user, channel): `sub`, or the whole claims when it is absent.
+    let claims = std::sync::OnceLock::new();
+    let claims_json = || claims.get_or_init(|| gw.policy.claims_json(request));
+    let user = match request.token.claim_str("sub") {
+        Some(sub) => format!("sub:{sub}"),
+        None => format!("claims:{}", claims_json()),
+    };
+    if let Some(d) = hook.cached(&user, channel.as_str(), now) {
+        return Ok((d, CacheStatus::Hit));
+    }
+    let claims_text = serde_json::value::to_raw_value(claims_json())
+        .map_err(|e| LookupError::BadParameter(format!("the claims as JSON: {e}").into()))?;
+    let captures: indexmap::IndexMap<&str, &str> = captures.iter().copied().collect();
+    let question = Question {
+        claims: &claims_text,
+        channel: channel.as_str(),
+        captures: &captures,
+        socket_id: request.socket_id.as_str(),
+    };
+    hook.decide(&user, &question, now).await
+}
+
+fn lookup_fact(gw: &Gateway, rule: usize, result: Result<Arc<Found>, LookupError>) -> Fact {
+    match result {
+        Ok(found) => Fact::Found(found.fact.clone()),
+        Err(e) => fault_fact(gw, rule, "query", e),
+    }
+}
+
+fn hook_fact(gw: &Gateway, rule: usize, result: Result<Arc<HookDecision>, LookupError>) -> Fact {
+    match result {
+        Ok(d) => Fact::Found(d.fact.clone()),
+        Err(e) => fault_fact(gw, rule, "hook", e),
+    }
+}
+
+fn fault_fact(gw: &Gateway, rule: usize, what: &str, e: LookupError) -> Fact {
+    let name = gw.policy.rules().get(rule).map_or("?", |r| r.name());
+    match e {
+        LookupError::Unavailable { kind, detail } => {
+            tracing::warn!(rule = name, what, kind = kind.as_str(), error = %detail, "refusing: the rule's {what} failed");
+            Fact::Unavailable(format!("{} ({})", detail, kind.as_str()))
+        }
+        LookupError::BadParameter(m) => {
+            tracing::info!(rule = name, what, error = %m, "denying: the request's values were refused");
+            Fact::Refused(m.to_string())
+        }
     }
 }

@@ -13,11 +13,7 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::request::{self, Fields};
 use super::{Ctx, cors};
-use crate::membership::LookupError;
-use crate::membership::hook::{Decision as HookDecision, Hook, Question};
 use crate::membership::introspect::{Credential, Introspector, SessionAnswer};
-use crate::membership::lookup::Found;
-use crate::policy::lookup::{Fact, Facts};
 use crate::policy::{Decision, DenyReason, Request, ShadowResult, TokenValue};
 use crate::pusher::{ChannelAuth, ChannelKind, ChannelName, SignError, SocketId, js_json};
 use crate::reason::Reason;
@@ -425,7 +421,8 @@ async fn decide(
         return Err(not_configured());
     }
     let (decision, shadow) = if gw.policy.has_lookups() {
-        let facts = facts(cx, request, channel).await;
+        let now = tokio::time::Instant::from_std(cx.now.instant);
+        let (facts, _) = crate::app::lookups::gather(gw, request, channel, now, false).await;
         gw.policy.authorize_channel_with_facts(request, channel, &facts, None)
     } else {
         gw.policy.authorize_channel_with_shadow(request, channel, None)
@@ -447,103 +444,6 @@ async fn decide(
             })
         }
         Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
-    }
-}
-
-/// What the lookups and hooks of the rules deciding `channel` find (the
-/// deciding rule's, and those of matching shadow rules before it), asked
-/// concurrently; each through its cache, bounded by its timeout.
-async fn facts(cx: &Ctx<'_>, request: &Request<'_>, channel: &ChannelName) -> Facts {
-    let gw = cx.gw;
-    let now = tokio::time::Instant::from_std(cx.now.instant);
-    let rules = gw.policy.rules_for(channel);
-    let queries = rules.iter().filter_map(|(i, captures)| {
-        let lookup = gw.lookups.queries.get(*i)?.as_ref()?;
-        let params = gw.policy.query_params(*i, captures, request, channel);
-        Some(async move { (*i, lookup_fact(gw, *i, lookup.run(&params, now).await)) })
-    });
-    let hooks = rules.iter().filter_map(|(i, captures)| {
-        let hook = gw.lookups.hooks.get(*i)?.as_ref()?;
-        Some(
-            async move { (*i, hook_fact(gw, *i, ask_hook(gw, hook, request, channel, captures, now).await)) },
-        )
-    });
-    let (queries, hooks) = futures_util::future::join(
-        futures_util::future::join_all(queries),
-        futures_util::future::join_all(hooks),
-    )
-    .await;
-    let mut facts = Facts::none();
-    for (i, fact) in queries {
-        facts.set_query(i, fact);
-    }
-    for (i, fact) in hooks {
-        facts.set_hook(i, fact);
-    }
-    facts
-}
-
-/// The hook's decision: from its cache, or asked with the claims as JSON
-/// (built only then).
-async fn ask_hook(
-    gw: &crate::app::Gateway,
-    hook: &Hook,
-    request: &Request<'_>,
-    channel: &ChannelName,
-    captures: &[(&str, &str)],
-    now: tokio::time::Instant,
-) -> Result<Arc<HookDecision>, LookupError> {
-    // Cached per (user, channel): `sub`, or the whole claims when it is absent.
-    let claims = std::sync::OnceLock::new();
-    let claims_json = || claims.get_or_init(|| gw.policy.claims_json(request));
-    let user = match request.token.claim_str("sub") {
-        Some(sub) => format!("sub:{sub}"),
-        None => format!("claims:{}", claims_json()),
-    };
-    if let Some(d) = hook.cached(&user, channel.as_str(), now) {
-        return Ok(d);
-    }
-    let claims_text = serde_json::value::to_raw_value(claims_json())
-        .map_err(|e| LookupError::BadParameter(format!("the claims as JSON: {e}").into()))?;
-    let captures: indexmap::IndexMap<&str, &str> = captures.iter().copied().collect();
-    let question = Question {
-        claims: &claims_text,
-        channel: channel.as_str(),
-        captures: &captures,
-        socket_id: request.socket_id.as_str(),
-    };
-    hook.decide(&user, &question, now).await.map(|(d, _)| d)
-}
-
-fn lookup_fact(
-    gw: &crate::app::Gateway,
-    rule: usize,
-    result: Result<(Arc<Found>, crate::membership::memo::CacheStatus), LookupError>,
-) -> Fact {
-    match result {
-        Ok((found, _)) => Fact::Found(found.fact.clone()),
-        Err(e) => fault_fact(gw, rule, "query", e),
-    }
-}
-
-fn hook_fact(gw: &crate::app::Gateway, rule: usize, result: Result<Arc<HookDecision>, LookupError>) -> Fact {
-    match result {
-        Ok(d) => Fact::Found(d.fact.clone()),
-        Err(e) => fault_fact(gw, rule, "hook", e),
-    }
-}
-
-fn fault_fact(gw: &crate::app::Gateway, rule: usize, what: &str, e: LookupError) -> Fact {
-    let name = gw.policy.rules().get(rule).map_or("?", |r| r.name());
-    match e {
-        LookupError::Unavailable { kind, detail } => {
-            tracing::warn!(rule = name, what, kind = kind.as_str(), error = %detail, "refusing: a {what} of the rule failed");
-            Fact::Unavailable(format!("{} ({})", detail, kind.as_str()))
-        }
-        LookupError::BadParameter(m) => {
-            tracing::info!(rule = name, what, error = %m, "denying: the request's values were refused");
-            Fact::Refused(m.to_string())
-        }
     }
 }
 
