@@ -21,14 +21,14 @@
 //! caller gets [`LookupError::Unavailable`] (503, fail closed) unless a
 //! cached answer is within `stale_if_error`; time is passed in (`now`).
 
-pub mod breaker;
-pub mod hook;
-pub mod introspect;
-pub mod lookup;
-pub mod memo;
-pub mod postgres;
+pub(crate) mod breaker;
+pub(crate) mod hook;
+pub(crate) mod introspect;
+pub(crate) mod lookup;
+pub(crate) mod memo;
+pub(crate) mod postgres;
 
-pub mod redis;
+pub(crate) mod redis;
 
 mod client;
 
@@ -40,7 +40,7 @@ use std::time::Duration;
 
 /// What went wrong with a dependency (a label for metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
+pub(crate) enum FaultKind {
     /// No answer within the configured timeout.
     Timeout,
     /// The connection could not be made or broke.
@@ -59,7 +59,7 @@ pub enum FaultKind {
 impl FaultKind {
     /// The label: `timeout`, `unreachable`, `breaker_open`,
     /// `pool_exhausted`, `bad_answer`, `query_failed`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FaultKind::Timeout => "timeout",
             FaultKind::Unreachable => "unreachable",
@@ -73,7 +73,7 @@ impl FaultKind {
 
 /// Why a lookup has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
+pub(crate) enum LookupError {
     /// The dependency failed: the request is refused with 503 (fail closed).
     /// The detail is for logs; it never holds a credential or a parameter.
     #[error("{} ({})", .detail, .kind.as_str())]
@@ -95,7 +95,8 @@ impl LookupError {
     }
 
     /// Whether the dependency failed (as opposed to the request's values).
-    pub fn is_fault(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_fault(&self) -> bool {
         matches!(self, LookupError::Unavailable { .. })
     }
 }
@@ -103,7 +104,7 @@ impl LookupError {
 /// Why a data source cannot be built (the message never holds its URL).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct SourceError(pub String);
+pub(crate) struct SourceError(pub String);
 
 impl From<breaker::Open> for LookupError {
     fn from(open: breaker::Open) -> Self {
@@ -115,7 +116,7 @@ impl From<breaker::Open> for LookupError {
 /// answer's `Cache-Control: max-age`, zero with `no-store`, `no-cache` or
 /// `max-age=0`. `s-maxage` and `private` do not apply (channelgate is the
 /// app's own agent, not a shared cache).
-pub fn http_ttl(headers: &::http::HeaderMap, configured: Duration) -> Duration {
+pub(crate) fn http_ttl(headers: &::http::HeaderMap, configured: Duration) -> Duration {
     let mut ttl = configured;
     for value in headers.get_all(::http::header::CACHE_CONTROL) {
         let Ok(value) = value.to_str() else { return Duration::ZERO };

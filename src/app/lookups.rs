@@ -8,14 +8,14 @@ use std::sync::Arc;
 use super::Gateway;
 use crate::config::{Forward, IntrospectConfig, SourceConfig};
 use crate::membership::LookupError;
-use crate::membership::breaker::{Breaker, BreakerSettings};
+use crate::membership::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::membership::hook::{Decision as HookDecision, Question};
 use crate::membership::hook::{Hook, HookSettings};
 use crate::membership::introspect::{self, IntrospectSettings, Introspector};
 use crate::membership::lookup::Found;
 use crate::membership::lookup::{Command, Limits, Lookup};
-use crate::membership::memo::CacheStatus;
 use crate::membership::memo::MemoSettings;
+use crate::membership::memo::{CacheStatus, MemoCounts};
 use crate::membership::postgres::{Postgres, PostgresSettings};
 use crate::membership::redis::{Redis, RedisSettings};
 use crate::policy::Policy;
@@ -39,6 +39,87 @@ pub(crate) struct Lookups {
     pub(crate) introspect: Option<(IntrospectConfig, Arc<Introspector>)>,
     pub(crate) queries: Vec<Option<Arc<Lookup>>>,
     pub(crate) hooks: Vec<Option<Arc<Hook>>>,
+    /// The data sources in use, by name.
+    pub(crate) sources: Vec<(String, Arc<Source>)>,
+}
+
+/// One cache's counters and its dependency's breaker, for `/metrics`.
+#[derive(Debug)]
+pub(crate) struct CacheStat {
+    /// `session`, `query` or `hook`.
+    pub(crate) kind: &'static str,
+    /// The rule's name (empty for the session endpoint).
+    pub(crate) rule: String,
+    pub(crate) counts: MemoCounts,
+    /// Whether the breaker refuses calls now.
+    pub(crate) open: bool,
+    /// How many times it opened.
+    pub(crate) opened: u64,
+}
+
+/// A PostgreSQL pool, for `/metrics`.
+#[derive(Debug)]
+pub(crate) struct PoolStat {
+    pub(crate) source: String,
+    pub(crate) open: usize,
+    pub(crate) idle: usize,
+    pub(crate) exhausted: u64,
+}
+
+impl Lookups {
+    /// Counters of every cache and pool (read at scrape time).
+    pub(crate) fn stats(&self, policy: &Policy) -> (Vec<CacheStat>, Vec<PoolStat>) {
+        let now = tokio::time::Instant::now();
+        let breaker = |b: &Breaker| (b.state(now) == BreakerState::Open, b.stats().0);
+        let mut caches = Vec::new();
+        if let Some((_, i)) = &self.introspect {
+            let (open, opened) = breaker(i.breaker());
+            caches.push(CacheStat {
+                kind: "session",
+                rule: String::new(),
+                counts: i.memo().counts(),
+                open,
+                opened,
+            });
+        }
+        for (rule, lookup) in policy.rules().iter().zip(&self.queries) {
+            let Some(lookup) = lookup else { continue };
+            let (open, opened) = match lookup.command() {
+                Command::Sql { source, .. } => breaker(source.breaker()),
+                Command::Redis { source, .. } => breaker(source.breaker()),
+            };
+            caches.push(CacheStat {
+                kind: "query",
+                rule: rule.name().to_owned(),
+                counts: lookup.memo().counts(),
+                open,
+                opened,
+            });
+        }
+        for (rule, hook) in policy.rules().iter().zip(&self.hooks) {
+            let Some(hook) = hook else { continue };
+            let (open, opened) = breaker(hook.breaker());
+            caches.push(CacheStat {
+                kind: "hook",
+                rule: rule.name().to_owned(),
+                counts: hook.memo().counts(),
+                open,
+                opened,
+            });
+        }
+        let pools = self
+            .sources
+            .iter()
+            .filter_map(|(name, s)| match s.as_ref() {
+                Source::Postgres(pg) => {
+                    let (open, idle, exhausted) = pg.pool_stats();
+                    Some(PoolStat { source: name.clone(), open, idle, exhausted })
+                }
+                Source::Redis(_) => None,
+            })
+            .collect();
+        (caches, pools)
+    }
 }
 
 /// The live objects kept by the runtime.
@@ -138,6 +219,7 @@ pub(crate) fn build(
                 }
             },
         };
+        out.sources.push((name.clone(), source.clone()));
         next.sources.push((name.clone(), cfg.clone(), source));
     }
 
@@ -254,12 +336,11 @@ pub(crate) fn build(
                         }
                     }
                     let settings = HookSettings {
-                        url,
                         ttl: spec.ttl,
                         timeout: spec.timeout,
                         cache: memo(10_000, spec.stale_if_error),
-                        breaker: BreakerSettings::default(),
                         headers: values,
+                        ..HookSettings::new(url)
                     };
                     Arc::new(Hook::new(client, settings, Some(breaker)))
                 }

@@ -17,11 +17,11 @@ use tokio::time::Instant;
 
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
+pub(crate) struct BreakerSettings {
     /// Consecutive failures that open the breaker (at least 1).
-    pub failures: u32,
+    pub(crate) failures: u32,
     /// How long it stays open before one probe is let through.
-    pub open_for: Duration,
+    pub(crate) open_for: Duration,
 }
 
 impl Default for BreakerSettings {
@@ -39,7 +39,7 @@ enum State {
 
 /// The breaker's state as shown to operators (`/readyz`, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub(crate) enum BreakerState {
     /// Calls go through.
     Closed,
     /// Calls fail at once.
@@ -50,7 +50,7 @@ pub enum BreakerState {
 
 /// A circuit breaker; see the module docs.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     settings: BreakerSettings,
     state: Mutex<State>,
     opened: AtomicU64,
@@ -60,14 +60,14 @@ pub struct Breaker {
 /// The breaker is open: the call was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the circuit breaker is open after repeated failures")]
-pub struct Open;
+pub(crate) struct Open;
 
 /// Leave to make one call; report its outcome with [`Permit::success`] or
 /// [`Permit::failure`]. Dropped without a report (the caller gave up), it
 /// counts as neither, and frees the probe slot of a half-open breaker.
 #[derive(Debug)]
 #[must_use = "report the call's outcome"]
-pub struct Permit<'a> {
+pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
     done: bool,
@@ -75,7 +75,7 @@ pub struct Permit<'a> {
 
 impl Breaker {
     /// A closed breaker.
-    pub fn new(settings: BreakerSettings) -> Self {
+    pub(crate) fn new(settings: BreakerSettings) -> Self {
         let settings = BreakerSettings { failures: settings.failures.max(1), ..settings };
         Self {
             settings,
@@ -85,18 +85,13 @@ impl Breaker {
         }
     }
 
-    /// Its settings.
-    pub fn settings(&self) -> BreakerSettings {
-        self.settings
-    }
-
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
     }
 
     /// Asks to make a call at `now`.
-    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Open> {
+    pub(crate) fn admit(&self, now: Instant) -> Result<Permit<'_>, Open> {
         let probe = self.with_state(|s| match *s {
             State::Closed { .. } => Ok(false),
             State::Open { until } if now < until => Err(Open),
@@ -116,7 +111,7 @@ impl Breaker {
     }
 
     /// The state at `now`.
-    pub fn state(&self, now: Instant) -> BreakerState {
+    pub(crate) fn state(&self, now: Instant) -> BreakerState {
         self.with_state(|s| match *s {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if now < until => BreakerState::Open,
@@ -125,7 +120,7 @@ impl Breaker {
     }
 
     /// How many times it opened, and how many calls it refused.
-    pub fn stats(&self) -> (u64, u64) {
+    pub(crate) fn stats(&self) -> (u64, u64) {
         (self.opened.load(Ordering::Relaxed), self.rejected.load(Ordering::Relaxed))
     }
 
@@ -153,13 +148,13 @@ impl Breaker {
 
 impl Permit<'_> {
     /// The call succeeded (the dependency answered as it should).
-    pub fn success(mut self, now: Instant) {
+    pub(crate) fn success(mut self, now: Instant) {
         self.done = true;
         self.breaker.record(self.probe, true, now);
     }
 
     /// The call failed (unreachable, timed out, answered garbage).
-    pub fn failure(mut self, now: Instant) {
+    pub(crate) fn failure(mut self, now: Instant) {
         self.done = true;
         self.breaker.record(self.probe, false, now);
     }

@@ -32,32 +32,32 @@ use crate::policy::lookup::FactValue;
 use crate::upstream::HttpsClient;
 
 /// Largest hook answer read.
-pub const MAX_ANSWER: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER: usize = 64 * 1024;
 /// Longest `reason` kept, in characters.
-pub const MAX_REASON: usize = 128;
+pub(crate) const MAX_REASON: usize = 128;
 
 /// A hook and how it is asked.
 #[derive(Debug, Clone)]
-pub struct HookSettings {
+pub(crate) struct HookSettings {
     /// Where the question is POSTed.
-    pub url: http::Uri,
+    pub(crate) url: http::Uri,
     /// How long an answer is reused (shortened by `Cache-Control`).
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// The bound on one request to the app.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Cache bounds and how long past its TTL an answer may be served when
     /// the app fails (zero: never).
-    pub cache: MemoSettings,
+    pub(crate) cache: MemoSettings,
     /// When the app counts as down.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
     /// Headers sent with each call (an `Authorization` the app checks, so
     /// only channelgate can ask it); values are marked sensitive.
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub(crate) headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl HookSettings {
     /// The defaults for `url`: a 30 s TTL, a 1 s timeout, no stale answers.
-    pub fn new(url: http::Uri) -> Self {
+    pub(crate) fn new(url: http::Uri) -> Self {
         Self {
             url,
             ttl: Duration::from_secs(30),
@@ -71,28 +71,28 @@ impl HookSettings {
 
 /// What the app is asked: the JSON body of the POST.
 #[derive(Debug, Serialize)]
-pub struct Question<'a> {
+pub(crate) struct Question<'a> {
     /// The verified claims (a JSON object, as verified).
-    pub claims: &'a RawValue,
+    pub(crate) claims: &'a RawValue,
     /// The channel name.
-    pub channel: &'a str,
+    pub(crate) channel: &'a str,
     /// The rule's captures by name.
-    pub captures: &'a indexmap::IndexMap<&'a str, &'a str>,
+    pub(crate) captures: &'a indexmap::IndexMap<&'a str, &'a str>,
     /// The socket id.
-    pub socket_id: &'a str,
+    pub(crate) socket_id: &'a str,
 }
 
 /// The app's decision.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Whether the app allows the subscription.
-    pub allow: bool,
+    pub(crate) allow: bool,
     /// The app's reason (for the audit log), printable and cut.
-    pub reason: Option<Box<str>>,
+    pub(crate) reason: Option<Box<str>>,
     /// The member's `user_info` the app proposes (filtered by the rule).
-    pub user_info: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) user_info: Option<serde_json::Map<String, serde_json::Value>>,
     /// `{allow, reason, user_info}` for the policy, built once per answer.
-    pub fact: Arc<FactValue>,
+    pub(crate) fact: Arc<FactValue>,
 }
 
 impl Weigh for Arc<Decision> {
@@ -115,7 +115,7 @@ struct Answer {
 }
 
 /// A rule's hook, through its cache; see the module docs.
-pub struct Hook {
+pub(crate) struct Hook {
     client: HttpsClient,
     settings: HookSettings,
     memo: Memo<[u8; 32], Arc<Decision>, LookupError>,
@@ -140,28 +140,28 @@ fn key(user: &str, channel: &str) -> [u8; 32] {
 impl Hook {
     /// A hook sending through `client`, with a breaker of its own (or one
     /// shared with the other rules that use the same URL).
-    pub fn new(client: HttpsClient, settings: HookSettings, breaker: Option<Arc<Breaker>>) -> Self {
+    pub(crate) fn new(client: HttpsClient, settings: HookSettings, breaker: Option<Arc<Breaker>>) -> Self {
         let breaker = breaker.unwrap_or_else(|| Arc::new(Breaker::new(settings.breaker)));
         Self { client, memo: Memo::new(settings.cache), breaker, settings }
     }
 
     /// Its cache (counters for metrics).
-    pub fn memo(&self) -> &Memo<[u8; 32], Arc<Decision>, LookupError> {
+    pub(crate) fn memo(&self) -> &Memo<[u8; 32], Arc<Decision>, LookupError> {
         &self.memo
     }
 
     /// Its circuit breaker.
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 
     /// The cached decision for `user` on `channel` at `now`, if fresh.
-    pub fn cached(&self, user: &str, channel: &str, now: Instant) -> Option<Arc<Decision>> {
+    pub(crate) fn cached(&self, user: &str, channel: &str, now: Instant) -> Option<Arc<Decision>> {
         self.memo.cached(&key(user, channel), now)
     }
 
     /// The app's decision for `user` on `question.channel` at `now`.
-    pub async fn decide(
+    pub(crate) async fn decide(
         &self,
         user: &str,
         question: &Question<'_>,

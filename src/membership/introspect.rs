@@ -32,11 +32,11 @@ use crate::policy::TokenValue;
 use crate::upstream::HttpsClient;
 
 /// Largest session answer read.
-pub const MAX_ANSWER: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER: usize = 64 * 1024;
 
 /// What is forwarded from the browser's request to the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forward {
+pub(crate) enum Forward {
     /// A cookie, by name (case-sensitive), sent in the `Cookie` header.
     Cookie(String),
     /// A request header, sent as it came.
@@ -45,26 +45,26 @@ pub enum Forward {
 
 /// The session endpoint and how it is asked.
 #[derive(Debug, Clone)]
-pub struct IntrospectSettings {
+pub(crate) struct IntrospectSettings {
     /// The app's session endpoint.
-    pub url: http::Uri,
+    pub(crate) url: http::Uri,
     /// The cookies and headers forwarded (at least one).
-    pub forward: Vec<Forward>,
+    pub(crate) forward: Vec<Forward>,
     /// How long an answer is reused (shortened by `Cache-Control`).
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// The bound on one request to the app.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Cache bounds and how long past its TTL a session may be served when
     /// the app fails (zero: never).
-    pub cache: MemoSettings,
+    pub(crate) cache: MemoSettings,
     /// When the app counts as down.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
 }
 
 impl IntrospectSettings {
     /// The defaults for `url` and `forward`: a 30 s TTL, a 2 s timeout, no
     /// stale sessions.
-    pub fn new(url: http::Uri, forward: Vec<Forward>) -> Self {
+    pub(crate) fn new(url: http::Uri, forward: Vec<Forward>) -> Self {
         Self {
             url,
             forward,
@@ -79,7 +79,7 @@ impl IntrospectSettings {
 /// What a request forwards: the `Cookie` header built from the configured
 /// cookies and the configured headers, with their digest (the cache key).
 #[derive(Clone)]
-pub struct Credential {
+pub(crate) struct Credential {
     /// The `Cookie` header sent, if a forwarded cookie was present.
     pub(crate) cookie: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -97,7 +97,7 @@ impl Credential {
     /// none of the forwarded cookies and headers (no session: the app is not
     /// asked). Every occurrence of a forwarded cookie or header is sent, in
     /// order, so the app sees exactly what the digest covers.
-    pub fn from_request(headers: &HeaderMap, forward: &[Forward]) -> Option<Credential> {
+    pub(crate) fn from_request(headers: &HeaderMap, forward: &[Forward]) -> Option<Credential> {
         let mut cookie = Vec::<u8>::new();
         let mut out = Vec::new();
         for f in forward {
@@ -148,7 +148,7 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 
 /// The app's answer about a session.
 #[derive(Debug, Clone)]
-pub enum SessionAnswer {
+pub(crate) enum SessionAnswer {
     /// The session's claims: the answer's JSON object, as sent, and its
     /// CEL value (`token`), converted as the policy reads it.
     Claims(Arc<str>, Arc<TokenValue>),
@@ -176,7 +176,7 @@ impl Weigh for SessionAnswer {
 }
 
 /// Asks the app's session endpoint, through the cache; see the module docs.
-pub struct Introspector {
+pub(crate) struct Introspector {
     client: HttpsClient,
     settings: IntrospectSettings,
     memo: Memo<[u8; 32], SessionAnswer, LookupError>,
@@ -191,27 +191,27 @@ impl std::fmt::Debug for Introspector {
 
 impl Introspector {
     /// An introspector sending through `client`.
-    pub fn new(client: HttpsClient, settings: IntrospectSettings) -> Self {
+    pub(crate) fn new(client: HttpsClient, settings: IntrospectSettings) -> Self {
         Self { client, memo: Memo::new(settings.cache), breaker: Breaker::new(settings.breaker), settings }
     }
 
     /// Its cache (counters for metrics).
-    pub fn memo(&self) -> &Memo<[u8; 32], SessionAnswer, LookupError> {
+    pub(crate) fn memo(&self) -> &Memo<[u8; 32], SessionAnswer, LookupError> {
         &self.memo
     }
 
     /// Its circuit breaker.
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 
     /// What is forwarded.
-    pub fn forward(&self) -> &[Forward] {
+    pub(crate) fn forward(&self) -> &[Forward] {
         &self.settings.forward
     }
 
     /// The session of `credential` at `now`.
-    pub async fn introspect(
+    pub(crate) async fn introspect(
         &self,
         credential: &Credential,
         now: Instant,

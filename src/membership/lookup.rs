@@ -20,15 +20,15 @@ use super::redis::Redis;
 use crate::policy::lookup::{FactValue, QueryCommand};
 use crate::policy::readonly::ReadOnlySql;
 
-pub use crate::policy::lookup::{Param, Params};
+pub(crate) use crate::policy::lookup::{Param, Params};
 
 /// How much of a result is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most rows kept.
-    pub max_rows: usize,
+    pub(crate) max_rows: usize,
     /// Most estimated bytes kept (column names and values).
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -38,25 +38,27 @@ impl Default for Limits {
 }
 
 /// One row: column name → value.
-pub type Row = serde_json::Map<String, serde_json::Value>;
+pub(crate) type Row = serde_json::Map<String, serde_json::Value>;
 
 /// A lookup's result.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Rows {
+pub(crate) struct Rows {
     /// The rows kept, in the order the source gave them.
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
     /// Whether rows were left out ([`Limits`]).
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 impl Rows {
     /// Whether there is a row (`query.found`).
-    pub fn found(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn found(&self) -> bool {
         !self.rows.is_empty()
     }
 
     /// The first row (`query.row`).
-    pub fn first(&self) -> Option<&Row> {
+    #[cfg(test)]
+    pub(crate) fn first(&self) -> Option<&Row> {
         self.rows.first()
     }
 }
@@ -75,11 +77,11 @@ pub(crate) fn value_bytes(v: &serde_json::Value) -> usize {
 
 /// A result with its CEL value (`query`), built once per fetch.
 #[derive(Debug)]
-pub struct Found {
+pub(crate) struct Found {
     /// The rows.
-    pub rows: Rows,
+    pub(crate) rows: Rows,
     /// `{found, row, rows, truncated}` for the policy.
-    pub fact: Arc<FactValue>,
+    pub(crate) fact: Arc<FactValue>,
 }
 
 impl Found {
@@ -104,7 +106,7 @@ impl Weigh for Arc<Found> {
 
 /// Where a lookup runs.
 #[derive(Debug, Clone)]
-pub enum Command {
+pub(crate) enum Command {
     /// A proven read-only query on a PostgreSQL source.
     Sql {
         /// The source.
@@ -122,7 +124,7 @@ pub enum Command {
 }
 
 /// A rule's lookup with its cache; see the module docs.
-pub struct Lookup {
+pub(crate) struct Lookup {
     command: Command,
     ttl: Duration,
     memo: Memo<Params, Arc<Found>, LookupError>,
@@ -139,22 +141,26 @@ impl std::fmt::Debug for Lookup {
 
 impl Lookup {
     /// A lookup whose results are kept for `ttl` (zero: not kept).
-    pub fn new(command: Command, ttl: Duration, cache: MemoSettings) -> Self {
+    pub(crate) fn new(command: Command, ttl: Duration, cache: MemoSettings) -> Self {
         Self { command, ttl, memo: Memo::new(cache) }
     }
 
     /// What it runs.
-    pub fn command(&self) -> &Command {
+    pub(crate) fn command(&self) -> &Command {
         &self.command
     }
 
     /// Its cache (counters for metrics).
-    pub fn memo(&self) -> &Memo<Params, Arc<Found>, LookupError> {
+    pub(crate) fn memo(&self) -> &Memo<Params, Arc<Found>, LookupError> {
         &self.memo
     }
 
     /// The result for `params` at `now`.
-    pub async fn run(&self, params: &Params, now: Instant) -> Result<(Arc<Found>, CacheStatus), LookupError> {
+    pub(crate) async fn run(
+        &self,
+        params: &Params,
+        now: Instant,
+    ) -> Result<(Arc<Found>, CacheStatus), LookupError> {
         self.memo
             .get(params, now, || async {
                 let rows = match &self.command {
@@ -164,10 +170,5 @@ impl Lookup {
                 Ok(Fresh { value: Arc::new(Found::new(rows)), ttl: self.ttl })
             })
             .await
-    }
-
-    /// The cached result for `params` at `now`, if fresh.
-    pub fn cached(&self, params: &Params, now: Instant) -> Option<Arc<Found>> {
-        self.memo.cached(params, now)
     }
 }

@@ -28,14 +28,14 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 /// Estimated memory an entry holds, so a cache is bounded in bytes.
-pub trait Weigh {
+pub(crate) trait Weigh {
     /// Estimated bytes.
     fn weight(&self) -> u64;
 }
 
 /// How an answer was obtained (for `explain`, the audit line, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// From the cache, fresh.
     Hit,
     /// Fetched for this request, or by a concurrent request it waited for.
@@ -46,7 +46,7 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// `hit`, `miss` or `stale`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Miss => "miss",
@@ -57,23 +57,23 @@ impl CacheStatus {
 
 /// A fetched answer and how long it may be reused.
 #[derive(Debug, Clone)]
-pub struct Fresh<V> {
+pub(crate) struct Fresh<V> {
     /// The answer.
-    pub value: V,
+    pub(crate) value: V,
     /// How long it is reused (zero: not kept).
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 /// Bounds and staleness of a [`Memo`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoSettings {
+pub(crate) struct MemoSettings {
     /// Most entries kept.
-    pub capacity: u64,
+    pub(crate) capacity: u64,
     /// Most estimated bytes kept.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// How long after its TTL an answer may still be served when a fetch
     /// fails (zero: never).
-    pub stale_if_error: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl Default for MemoSettings {
@@ -84,7 +84,7 @@ impl Default for MemoSettings {
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
-pub struct MemoStats {
+pub(crate) struct MemoStats {
     hits: AtomicU64,
     misses: AtomicU64,
     stale: AtomicU64,
@@ -93,15 +93,15 @@ pub struct MemoStats {
 
 /// A snapshot of [`MemoStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemoCounts {
+pub(crate) struct MemoCounts {
     /// Fresh answers from the cache.
-    pub hits: u64,
+    pub(crate) hits: u64,
     /// Answers fetched (one per request that waited, shared or not).
-    pub misses: u64,
+    pub(crate) misses: u64,
     /// Stale answers served after a failed fetch.
-    pub stale: u64,
+    pub(crate) stale: u64,
     /// Requests answered with an error.
-    pub errors: u64,
+    pub(crate) errors: u64,
 }
 
 #[derive(Clone)]
@@ -128,7 +128,7 @@ type Flights<K, V, E> = Mutex<HashMap<K, (Flight<V, E>, usize)>>;
 
 /// A TTL cache with single-flight fetches and `stale_if_error`; see the
 /// module docs.
-pub struct Memo<K, V, E> {
+pub(crate) struct Memo<K, V, E> {
     cache: quick_cache::sync::Cache<K, Entry<V>, Weight>,
     flights: Flights<K, V, E>,
     stale_if_error: Duration,
@@ -171,7 +171,7 @@ where
     E: Clone + Send + Sync + 'static,
 {
     /// An empty cache.
-    pub fn new(settings: MemoSettings) -> Self {
+    pub(crate) fn new(settings: MemoSettings) -> Self {
         let capacity = settings.capacity.max(1);
         let max_bytes = settings.max_bytes.max(1);
         let slot = (max_bytes / capacity).max(1);
@@ -185,7 +185,7 @@ where
     }
 
     /// Counters so far.
-    pub fn counts(&self) -> MemoCounts {
+    pub(crate) fn counts(&self) -> MemoCounts {
         MemoCounts {
             hits: self.stats.hits.load(Ordering::Relaxed),
             misses: self.stats.misses.load(Ordering::Relaxed),
@@ -195,29 +195,20 @@ where
     }
 
     /// Entries kept (fresh or not).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.cache.len()
     }
 
-    /// Whether nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.cache.len() == 0
-    }
-
-    /// Forgets every answer.
-    pub fn clear(&self) {
-        self.cache.clear();
-    }
-
     /// The fresh cached answer for `key` at `now`, without fetching.
-    pub fn cached(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn cached(&self, key: &K, now: Instant) -> Option<V> {
         self.cache.get(key).filter(|e| now < e.fresh_until).map(|e| e.value)
     }
 
     /// The answer for `key` at `now`: fresh from the cache, or from `fetch`
     /// (shared with concurrent requests for the same key), or stale after a
     /// failed fetch within `stale_if_error`, or the fetch's error.
-    pub async fn get<F, Fut>(&self, key: &K, now: Instant, fetch: F) -> Result<(V, CacheStatus), E>
+    pub(crate) async fn get<F, Fut>(&self, key: &K, now: Instant, fetch: F) -> Result<(V, CacheStatus), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Fresh<V>, E>>,

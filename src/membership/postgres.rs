@@ -37,22 +37,22 @@ use crate::secret::Secret;
 
 /// A PostgreSQL source's settings.
 #[derive(Debug, Clone)]
-pub struct PostgresSettings {
+pub(crate) struct PostgresSettings {
     /// The connection URL or `key=value` string (it may hold a password).
-    pub url: Secret,
+    pub(crate) url: Secret,
     /// Most connections.
-    pub pool: usize,
+    pub(crate) pool: usize,
     /// The bound on one lookup, waiting for a connection included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// How much of a result is kept.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// When the database counts as down.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
 }
 
 impl PostgresSettings {
     /// The defaults for `url`: 8 connections, a 1 s timeout.
-    pub fn new(url: Secret) -> Self {
+    pub(crate) fn new(url: Secret) -> Self {
         Self {
             url,
             pool: 8,
@@ -64,7 +64,7 @@ impl PostgresSettings {
 }
 
 /// A PostgreSQL source; see the module docs.
-pub struct Postgres {
+pub(crate) struct Postgres {
     pool: Pool,
     timeout: Duration,
     limits: Limits,
@@ -82,7 +82,7 @@ impl Postgres {
     /// Builds the pool; connections are opened when first needed (a
     /// database that is down at start does not stop channelgate: its
     /// lookups fail closed until it is back).
-    pub fn new(settings: &PostgresSettings) -> Result<Self, SourceError> {
+    pub(crate) fn new(settings: &PostgresSettings) -> Result<Self, SourceError> {
         let url = std::str::from_utf8(settings.url.expose())
             .map_err(|_| SourceError("the PostgreSQL URL is not UTF-8".into()))?;
         // tokio-postgres's parse errors name the option, not its value.
@@ -126,19 +126,19 @@ impl Postgres {
     }
 
     /// Its circuit breaker.
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 
     /// Connections open and idle, and how many lookups found the pool
     /// exhausted.
-    pub fn pool_stats(&self) -> (usize, usize, u64) {
+    pub(crate) fn pool_stats(&self) -> (usize, usize, u64) {
         let status = self.pool.status();
         (status.size, status.available, self.exhausted.load(Ordering::Relaxed))
     }
 
     /// Runs `sql` with `params` at `now`.
-    pub async fn query(
+    pub(crate) async fn query(
         &self,
         sql: &ReadOnlySql,
         params: &[Param],

@@ -27,20 +27,20 @@ use crate::secret::Secret;
 
 /// A Redis source's settings.
 #[derive(Debug, Clone)]
-pub struct RedisSettings {
+pub(crate) struct RedisSettings {
     /// `redis://…` (it may hold a password).
-    pub url: Secret,
+    pub(crate) url: Secret,
     /// The bound on one lookup, connecting included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// How much of a value is kept.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// When Redis counts as down.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
 }
 
 impl RedisSettings {
     /// The defaults for `url`: a 1 s timeout.
-    pub fn new(url: Secret) -> Self {
+    pub(crate) fn new(url: Secret) -> Self {
         Self {
             url,
             timeout: Duration::from_secs(1),
@@ -82,7 +82,7 @@ fn safe_in_key(value: &str) -> bool {
 }
 
 /// A Redis source; see the module docs.
-pub struct Redis {
+pub(crate) struct Redis {
     client: ::redis::Client,
     conn: tokio::sync::OnceCell<ConnectionManager>,
     timeout: Duration,
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Checks the URL; the connection is opened when first needed.
-    pub fn new(settings: &RedisSettings) -> Result<Self, SourceError> {
+    pub(crate) fn new(settings: &RedisSettings) -> Result<Self, SourceError> {
         let url = std::str::from_utf8(settings.url.expose())
             .map_err(|_| SourceError("the Redis URL is not UTF-8".into()))?;
         let client = ::redis::Client::open(url)
@@ -113,12 +113,12 @@ impl Redis {
     }
 
     /// Its circuit breaker.
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 
     /// Runs `command` with `params` at `now`.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         command: &QueryCommand,
         params: &[Param],

@@ -289,6 +289,23 @@ async fn answers_are_cached_and_a_membership_change_is_seen_after_the_ttl() {
         assert_eq!(auth(&gw, Some("s-alice"), Some(ORIGIN), "presence-room-42").await.0, 200);
     }
     assert_eq!(app.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "one introspection for five requests");
+    let (_, _, metrics) = crate::support::call(
+        &gw.runtime,
+        channelgate::http::Listener::Admin,
+        request("GET", "/metrics").body(String::new()).unwrap(),
+    )
+    .await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    for line in [
+        r#"lookup_answers_total{kind="session",rule="",result="hit"} 4"#,
+        r#"lookup_answers_total{kind="session",rule="",result="miss"} 1"#,
+        r#"lookup_answers_total{kind="query",rule="rooms",result="hit"} 4"#,
+        r#"lookup_answers_total{kind="query",rule="rooms",result="miss"} 1"#,
+        r#"lookup_breaker_open{kind="query",rule="rooms"} 0"#,
+        r#"lookup_pool_exhausted_total{source="db"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     // The membership ends in the database: refused once the 1 s TTL has passed.
     pg.psql("DELETE FROM room_members WHERE user_id = 'alice'");
     let started = Instant::now();
