@@ -451,3 +451,34 @@ async fn explain_shows_each_lookup_its_parameters_cache_and_result() {
         "{text}"
     );
 }
+
+#[test]
+fn the_examples_check_and_their_policy_tests_pass() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for example in ["examples/memberships", "examples/laravel-session"] {
+        let dir = root.join(example);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_channelgate"))
+            .arg("check")
+            .arg("-c")
+            .arg(dir.join("channelgate.yaml"))
+            .env("PUSHER_APP_SECRET", "an-app-secret-0123456789abcdef-0123")
+            .env("DATABASE_URL", "postgres://channelgate_ro@127.0.0.1:5432/app")
+            .env("REDIS_URL", "redis://127.0.0.1:6379/")
+            .env("HOOK_AUTHORIZATION", "Bearer a-hook-token")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_channelgate"))
+            .arg("test")
+            .arg(dir.join("policies"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(" passed, 0 failed"), "{example}: {text}");
+    }
+}
