@@ -35,10 +35,10 @@ document.getElementById('login').addEventListener('submit', async (e) => {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ user }),
   });
+  if (r.ok) await connect();
   const who = document.getElementById('who');
   who.textContent = r.ok ? `signed in as ${user}` : `sign-in failed (${r.status})`;
   who.dataset.user = r.ok ? user : '';
-  if (r.ok) await connect();
 });
 
 for (const button of document.querySelectorAll('button[data-channel]')) {

@@ -8,7 +8,8 @@
 #                          Sets $pg_port and $pg_bin; stopped by PID with the
 #                          other servers (SIGTERM: smart shutdown, then
 #                          SIGKILL after 5 s, as run.sh does for everything).
-#   pg_sql SQL...          runs SQL as the superuser `channelgate` (psql, stops at the first error).
+#   pg_sql ARGS...         psql as the superuser `channelgate` on database ${pg_db:-postgres}
+#                          (stops at the first error).
 
 pg_find_bin() {
   local dir
@@ -49,5 +50,5 @@ start_postgres() {
 }
 
 pg_sql() {
-  "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U channelgate -d postgres "$@"
+  "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U channelgate -d "${pg_db:-postgres}" "$@"
 }
