@@ -122,13 +122,16 @@ impl Lookups {
     }
 }
 
+/// A hook with its spec and the header values read for it.
+type LiveHook = (HookSpec, Vec<(String, String)>, Arc<Hook>);
+
 /// The live objects kept by the runtime.
 #[derive(Clone, Default)]
 pub(crate) struct LiveLookups {
     introspect: Option<(IntrospectConfig, Arc<Introspector>)>,
     sources: Vec<(String, SourceConfig, Arc<Source>)>,
     queries: Vec<(String, QuerySpec, Arc<Lookup>)>,
-    hooks: Vec<(HookSpec, Vec<(String, String)>, Arc<Hook>)>,
+    hooks: Vec<LiveHook>,
     breakers: Vec<(String, Arc<Breaker>)>,
 }
 
