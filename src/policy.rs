@@ -77,14 +77,14 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rule's channel pattern.
-    pub fn pattern(&self) -> &Pattern {
-        &self.pattern
-    }
-
     /// The rule's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The rule's channel pattern.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
     }
 
     /// The rule's `query:`, if any.

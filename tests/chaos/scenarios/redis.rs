@@ -49,9 +49,13 @@ pub async fn outage(r: &Report, secrets: &Secrets, on_error: &'static str) -> an
         a.brief(),
     );
 
+    if deny {
+        // Expected from the moment Redis goes: the gateway may notice before
+        // this task runs again.
+        run.load.expect_503(&["revocation_unavailable"]);
+    }
     redis.down().await?;
     if deny {
-        run.load.expect_503(&["revocation_unavailable"]);
         let refused = until(Duration::from_secs(5), || async {
             answer(&plain).await.is_ok_and(|(a, _)| a.status == 503 && a.reason() == "revocation_unavailable")
         })
