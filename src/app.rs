@@ -15,6 +15,7 @@
 //! draining flag. [`App`] binds the listeners and runs the startup and
 //! shutdown sequence.
 
+pub(crate) mod lookups;
 mod reload;
 
 use std::future::Future;
@@ -79,6 +80,8 @@ pub struct Gateway {
     pub target: Option<crate::policy::lint::Target>,
     /// The issuers whose keys are fetched (also inside `sessions`).
     remote: Vec<(Option<String>, Arc<RemoteKeys>)>,
+    /// Session introspection, and each rule's lookup and hook.
+    pub(crate) lookups: lookups::Lookups,
 }
 
 /// What a session derives from its verified claims: their CEL value,
@@ -123,13 +126,16 @@ struct Live {
     cache: Option<Arc<TokenCache<TokenValue>>>,
     /// The rate limiters and their settings.
     limits: Option<(RateLimitSettings, Arc<RateLimits>)>,
-    /// The HTTPS client (system roots) for the REST API and webhooks.
+    /// The HTTPS client (system roots) for the REST API, webhooks, the
+    /// session endpoint and hooks.
     client: Option<HttpsClient>,
+    /// Introspection, data sources, lookups and hooks.
+    lookups: lookups::LiveLookups,
 }
 
 impl Live {
     fn empty() -> Self {
-        Self { remote: Vec::new(), cache: None, limits: None, client: None }
+        Self { remote: Vec::new(), cache: None, limits: None, client: None, lookups: Default::default() }
     }
 }
 
@@ -217,7 +223,13 @@ fn build(
 
     // Issuers: remote key sets kept by spec, so a reload never makes the
     // gateway wait for its issuers again.
-    let mut next = Live { remote: Vec::new(), cache: None, limits: None, client: live.client.clone() };
+    let mut next = Live {
+        remote: Vec::new(),
+        cache: None,
+        limits: None,
+        client: live.client.clone(),
+        lookups: Default::default(),
+    };
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut remote = Vec::new();
     for issuer in &config.issuers {
@@ -253,13 +265,25 @@ fn build(
     };
     next.limits = Some((config.rate_limit.clone(), limits.clone()));
 
-    let needs_client = config.api_url.is_some() || config.webhooks.is_some();
+    let needs_client = config.api_url.is_some()
+        || config.webhooks.is_some()
+        || config.introspect.is_some()
+        || policy.rules().iter().any(|r| r.hook().is_some());
     let client = match (&next.client, needs_client) {
         (Some(c), _) => Some(c.clone()),
         (None, true) => Some(https_client(&[]).map_err(config_error)?),
         (None, false) => None,
     };
     next.client = client.clone();
+    let (lookups, live_lookups) = lookups::build(
+        config.introspect.as_ref(),
+        &config.sources,
+        &policy,
+        || client.clone().ok_or_else(|| "no HTTP client".to_owned()),
+        &live.lookups,
+    )
+    .map_err(|e| ConfigErrors(e.into_iter().map(|m| SourceError::new(&source, 0, 0, m)).collect()))?;
+    next.lookups = live_lookups;
     let pusher_api = match (&config.api_url, &client) {
         (Some(url), Some(client)) => {
             let (timeout, retries) =
@@ -292,6 +316,7 @@ fn build(
         limits,
         target: config.target,
         remote,
+        lookups,
     };
     Ok((gateway, tls, next))
 }

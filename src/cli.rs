@@ -375,6 +375,41 @@ fn check(path: &Path, fetch: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs the lookups and hooks of the rules deciding `channel` (for real:
+/// the sources and the app are asked), printing each one's parameters,
+/// cache status and result.
+fn explain_lookups(
+    gw: &crate::app::Gateway,
+    request: &Request<'_>,
+    channel: &ChannelName,
+) -> Result<crate::policy::lookup::Facts, ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })?;
+    let now = tokio::time::Instant::now();
+    let (facts, shown) = rt.block_on(crate::app::lookups::gather(gw, request, channel, now, true));
+    for e in shown {
+        let params = e
+            .params
+            .iter()
+            .map(|(name, value)| {
+                format!("{name} = {}", value.as_deref().map_or("NULL".to_owned(), |v| format!("{v:?}")))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cache = e.cache.map_or("-", |c| c.as_str());
+        println!(
+            "{:<9} {} of rule {} ({params}), cache {cache}: {}",
+            format!("{}:", e.what),
+            e.what,
+            e.rule,
+            e.outcome
+        );
+    }
+    Ok(facts)
+}
+
 /// Fetches each remote issuer's keys once, printing the outcome; returns
 /// the number of failures.
 fn fetch_keys(gw: &crate::app::Gateway) -> usize {
@@ -628,7 +663,18 @@ fn explain(
             }
         };
         println!("request:  channel {channel} ({}), socket {socket}", channel.kind().as_str());
-        (gw.policy.authorize_channel(&request, &channel, Some(&mut trace)), Some(channel))
+        let facts = if gw.policy.has_lookups() {
+            match explain_lookups(gw, &request, &channel) {
+                Ok(facts) => facts,
+                Err(code) => return code,
+            }
+        } else {
+            crate::policy::lookup::Facts::none()
+        };
+        (
+            gw.policy.authorize_channel_with_facts(&request, &channel, &facts, Some(&mut trace)).0,
+            Some(channel),
+        )
     };
     for s in &trace.skipped {
         println!("skipped:  {s}");

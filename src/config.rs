@@ -89,6 +89,89 @@ pub struct Config {
     pub publish: Option<PublishSettings>,
     /// Webhook relay settings.
     pub webhooks: Option<WebhookSettings>,
+    /// The app's session endpoint (`session.introspect`), if configured.
+    pub introspect: Option<IntrospectConfig>,
+    /// Data sources of policy lookups (`sources:`), by name.
+    pub sources: Vec<(String, SourceConfig)>,
+}
+
+/// `session.introspect`: the app says who a session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectConfig {
+    /// The session endpoint (`GET`).
+    pub url: http::Uri,
+    /// The cookies and headers forwarded, in order.
+    pub forward: Vec<Forward>,
+    /// How long an answer is reused (shortened by its `Cache-Control`).
+    pub ttl: Duration,
+    /// The bound on one call.
+    pub timeout: Duration,
+    /// How long past its TTL a session may serve when the app fails.
+    pub stale_if_error: Duration,
+    /// Most sessions kept.
+    pub capacity: u64,
+}
+
+/// What is forwarded to the session endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forward {
+    /// A cookie, by name.
+    Cookie(String),
+    /// A request header.
+    Header(http::HeaderName),
+}
+
+/// A data source of `sources:`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// PostgreSQL.
+    Postgres {
+        /// The connection URL (may hold a password).
+        url: Secret,
+        /// Most connections.
+        pool: usize,
+        /// The bound on one lookup, waiting for a connection included.
+        timeout: Duration,
+        /// Most rows kept of a result.
+        max_rows: usize,
+        /// Most estimated bytes kept of a result.
+        max_bytes: usize,
+    },
+    /// Redis.
+    Redis {
+        /// The URL (may hold a password).
+        url: Secret,
+        /// The bound on one lookup.
+        timeout: Duration,
+        /// Most bytes kept of a value.
+        max_bytes: usize,
+    },
+}
+
+impl SourceConfig {
+    /// Whether `other` describes the same source (URLs compared in constant
+    /// time): a reload keeps the live source then.
+    pub fn same_as(&self, other: &SourceConfig) -> bool {
+        match (self, other) {
+            (
+                SourceConfig::Postgres { url, pool, timeout, max_rows, max_bytes },
+                SourceConfig::Postgres { url: u2, pool: p2, timeout: t2, max_rows: r2, max_bytes: b2 },
+            ) => url.ct_eq(u2.expose()) && pool == p2 && timeout == t2 && max_rows == r2 && max_bytes == b2,
+            (
+                SourceConfig::Redis { url, timeout, max_bytes },
+                SourceConfig::Redis { url: u2, timeout: t2, max_bytes: b2 },
+            ) => url.ct_eq(u2.expose()) && timeout == t2 && max_bytes == b2,
+            _ => false,
+        }
+    }
+
+    /// `postgres` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Postgres { .. } => "postgres",
+            SourceConfig::Redis { .. } => "redis",
+        }
+    }
 }
 
 /// One JWT issuer as configured: its checks, and its keys or where they

@@ -28,6 +28,7 @@ pub mod session;
 mod admin;
 mod audit;
 mod diagnose;
+mod membership;
 mod publish;
 mod revocation;
 mod telemetry;

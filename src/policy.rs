@@ -22,7 +22,9 @@ pub mod lint;
 
 mod compile;
 mod eval;
+pub mod lookup;
 mod raw;
+pub mod readonly;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,9 +43,13 @@ pub const DEFAULT_MAX_MEMBER_BYTES: usize = 1024;
 /// A compiled policy set.
 pub struct Policy {
     rules: Vec<Rule>,
+    /// Whether some rule has a `query:` or a `hook:`.
+    lookups: bool,
     user: Option<UserRule>,
     root: cel::Context<'static, 'static>,
     max_member_bytes: usize,
+    /// `token`, compiled once: the claims as JSON for a hook's question.
+    token_program: cel::Program,
 }
 
 /// Where a rule was written.
@@ -63,6 +69,11 @@ pub struct Rule {
     presence: Option<PresenceSpec>,
     shadow: bool,
     origin: Origin,
+    query: Option<lookup::QuerySpec>,
+    hook: Option<lookup::HookSpec>,
+    /// `allow` is the default `hook.allow`: a false answer is the app's
+    /// denial (`hook_denied`).
+    hook_decides: bool,
 }
 
 impl Rule {
@@ -74,6 +85,16 @@ impl Rule {
     /// The rule's channel pattern.
     pub fn pattern(&self) -> &Pattern {
         &self.pattern
+    }
+
+    /// The rule's `query:`, if any.
+    pub fn query(&self) -> Option<&lookup::QuerySpec> {
+        self.query.as_ref()
+    }
+
+    /// The rule's `hook:`, if any.
+    pub fn hook(&self) -> Option<&lookup::HookSpec> {
+        self.hook.as_ref()
     }
 }
 
@@ -109,6 +130,11 @@ impl Policy {
     /// The presence member-size cap in force.
     pub fn max_member_bytes(&self) -> usize {
         self.max_member_bytes
+    }
+
+    /// Whether some rule asks a data source or a hook.
+    pub fn has_lookups(&self) -> bool {
+        self.lookups
     }
 }
 

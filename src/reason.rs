@@ -74,6 +74,8 @@ reasons! {
     InvalidAudience = "invalid_audience",
     /// A required claim is absent.
     MissingClaim = "missing_claim",
+    /// The app's session endpoint knows no such session (401 or 403 from it).
+    SessionRejected = "session_rejected",
     /// A registered claim has the wrong type.
     InvalidClaims = "invalid_claims",
     // ---- decisions (403) ------------------------------------------------------
@@ -93,6 +95,8 @@ reasons! {
     EncryptionNotConfigured = "encryption_not_configured",
     /// A cookie session without an allowed `Origin`.
     Csrf = "csrf",
+    /// The rule's decision hook answered `allow: false`.
+    HookDenied = "hook_denied",
     /// The user, token or session is revoked.
     UserRevoked = "user_revoked",
     /// A refused CORS preflight.
@@ -114,6 +118,12 @@ reasons! {
     JwksUnavailable = "jwks_unavailable",
     /// Revocations cannot be checked (503).
     RevocationUnavailable = "revocation_unavailable",
+    /// The app's session endpoint failed (down, slow, a bad answer) (503).
+    SessionUnavailable = "session_unavailable",
+    /// The rule's decision hook failed (503).
+    HookUnavailable = "hook_unavailable",
+    /// The rule's data source failed or its pool is exhausted (503).
+    LookupUnavailable = "lookup_unavailable",
     /// A bug: a handler panicked (500).
     Internal = "internal",
     // ---- admin API ----------------------------------------------------------------

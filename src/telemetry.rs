@@ -185,6 +185,30 @@ struct IssuerResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    kind: &'static str,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupResultLabels {
+    kind: &'static str,
+    rule: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    source: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -240,6 +264,7 @@ impl Collector for RuntimeCollector {
                     .encode(m.encode_family(&IssuerLabels { source: s.source.clone() })?)?;
             }
         }
+        encode_lookups(&mut encoder, &gw)?;
         let g = ConstGauge::new(1i64);
         let mut m = encoder.encode_descriptor("build_info", "Build information", None, g.metric_type())?;
         g.encode(m.encode_family(&BuildLabels { version: env!("CARGO_PKG_VERSION") })?)?;
@@ -248,6 +273,80 @@ impl Collector for RuntimeCollector {
         ready.encode(m)?;
         Ok(())
     }
+}
+
+/// The caches of session introspection, lookups and hooks (answers by
+/// result, breaker state) and the PostgreSQL pools.
+fn encode_lookups(encoder: &mut DescriptorEncoder, gw: &crate::app::Gateway) -> Result<(), std::fmt::Error> {
+    let (caches, pools) = gw.lookups.stats(&gw.policy);
+    if !caches.is_empty() {
+        let c = ConstCounter::new(0u64);
+        let mut m = encoder.encode_descriptor(
+            "lookup_answers",
+            "Answers of the session endpoint, queries and hooks by how they were obtained (hit, miss, stale, error)",
+            None,
+            c.metric_type(),
+        )?;
+        for s in &caches {
+            for (result, n) in [
+                ("hit", s.counts.hits),
+                ("miss", s.counts.misses),
+                ("stale", s.counts.stale),
+                ("error", s.counts.errors),
+            ] {
+                let labels = LookupResultLabels { kind: s.kind, rule: s.rule.clone(), result };
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let g = ConstGauge::new(0i64);
+        let mut m = encoder.encode_descriptor(
+            "lookup_breaker_open",
+            "1 while the circuit breaker of a session endpoint, data source or hook refuses calls",
+            None,
+            g.metric_type(),
+        )?;
+        for s in &caches {
+            let labels = LookupLabels { kind: s.kind, rule: s.rule.clone() };
+            ConstGauge::new(i64::from(s.open)).encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "lookup_breaker_opened",
+            "Times the circuit breaker of a session endpoint, data source or hook opened",
+            None,
+            c.metric_type(),
+        )?;
+        for s in &caches {
+            let labels = LookupLabels { kind: s.kind, rule: s.rule.clone() };
+            ConstCounter::new(s.opened).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    if !pools.is_empty() {
+        let g = ConstGauge::new(0i64);
+        let mut m = encoder.encode_descriptor(
+            "lookup_pool_connections",
+            "PostgreSQL connections of a data source, open and idle",
+            None,
+            g.metric_type(),
+        )?;
+        for p in &pools {
+            for (state, n) in [("open", p.open), ("idle", p.idle)] {
+                let labels = PoolStateLabels { source: p.source.clone(), state };
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let c = ConstCounter::new(0u64);
+        let mut m = encoder.encode_descriptor(
+            "lookup_pool_exhausted",
+            "Lookups refused because every pooled connection stayed busy for the whole timeout",
+            None,
+            c.metric_type(),
+        )?;
+        for p in &pools {
+            ConstCounter::new(p.exhausted)
+                .encode(m.encode_family(&PoolLabels { source: p.source.clone() })?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Convenience for the latency histogram.

@@ -1,6 +1,7 @@
 //! Serde copy of `channelgate.yaml`: `deny_unknown_fields` everywhere,
 //! defaults, no logic. `validate` turns it into a [`Config`](super::Config).
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -16,6 +17,8 @@ pub(crate) struct File {
     pub(crate) tls: Option<Spanned<Tls>>,
     pub(crate) pusher: Spanned<Pusher>,
     pub(crate) session: Spanned<Session>,
+    #[serde(default)]
+    pub(crate) sources: Option<IndexMap<String, Spanned<Source>>>,
     #[serde(default)]
     pub(crate) cors: Option<Cors>,
     pub(crate) policies: Spanned<String>,
@@ -231,9 +234,63 @@ impl<'de> Deserialize<'de> for SecretSource {
 pub(crate) struct Session {
     #[serde(default)]
     pub(crate) token_from: Option<Vec<Spanned<TokenFrom>>>,
-    pub(crate) jwt: Spanned<OneOrMany<Issuer>>,
+    /// Required unless `introspect` is set.
+    #[serde(default)]
+    pub(crate) jwt: Option<Spanned<OneOrMany<Issuer>>>,
     #[serde(default)]
     pub(crate) token_cache: Option<TokenCache>,
+    #[serde(default)]
+    pub(crate) introspect: Option<Spanned<Introspect>>,
+}
+
+/// `session.introspect`: the app's session endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Introspect {
+    pub(crate) url: Spanned<String>,
+    pub(crate) forward: Vec<Spanned<TokenFrom>>,
+    #[serde(default)]
+    pub(crate) ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) stale_if_error: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) capacity: Option<u64>,
+}
+
+/// One data source of `sources:`: `postgres` or `redis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Source {
+    #[serde(default)]
+    pub(crate) postgres: Option<Spanned<Postgres>>,
+    #[serde(default)]
+    pub(crate) redis: Option<Spanned<RedisSource>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Postgres {
+    pub(crate) url: Spanned<SecretSource>,
+    #[serde(default)]
+    pub(crate) pool: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) max_rows: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(crate) max_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisSource {
+    pub(crate) url: Spanned<SecretSource>,
+    #[serde(default)]
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) max_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 mod http;
+mod membership;
 mod relay;
 mod session;
 
@@ -194,7 +195,20 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
 
     // --- session
     let token_sources = session::token_sources(&mut cx, &raw.session);
-    let issuers = session::issuers(&mut cx, &raw.session.value.jwt);
+    let introspect = membership::introspect(&mut cx, raw.session.value.introspect.as_ref());
+    let issuers = match &raw.session.value.jwt {
+        Some(jwt) => session::issuers(&mut cx, jwt),
+        None if raw.session.value.introspect.is_some() => Some(Vec::new()),
+        None => {
+            cx.hint(
+                &raw.session,
+                "session needs `jwt` (verified tokens) or `introspect` (the app's session endpoint)",
+                "e.g. `jwt: { algorithms: [HS256], secret: { env: SESSION_JWT_SECRET } }`",
+            );
+            None
+        }
+    };
+    let sources = membership::sources(&mut cx, raw.sources.as_ref());
     let token_cache = session::token_cache(&mut cx, raw.session.value.token_cache.as_ref());
 
     let cors = http::cors(&mut cx, raw.cors.as_ref());
@@ -302,5 +316,7 @@ pub(super) fn validate(file: &Path, raw: raw::File) -> Result<Config, Vec<Source
         revocation,
         publish,
         webhooks,
+        introspect,
+        sources,
     })
 }

@@ -29,6 +29,9 @@ use crate::session::AuthError;
 const KEYS_RETRY_AFTER: u64 = 5;
 /// The same when revocations cannot be checked.
 const REVOCATIONS_RETRY_AFTER: u64 = 2;
+/// `Retry-After` (seconds) when a session endpoint, hook or data source
+/// failed: a circuit breaker opens for a few seconds.
+const LOOKUP_RETRY_AFTER: u64 = 5;
 
 /// A refused request: a reason, a message for a person, and what some
 /// statuses need besides (the deciding rule, `Retry-After`, `Allow`, extra
@@ -78,14 +81,23 @@ impl ApiError {
         Self::new(Reason::RateLimited, format!("too many requests; retry in {secs}s")).retry_after(secs)
     }
 
+    /// 503 when the app's session endpoint failed.
+    pub fn session_unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Reason::SessionUnavailable, message).retry_after(LOOKUP_RETRY_AFTER)
+    }
+
     /// 503 when revocations cannot be checked.
     pub fn revocations_unavailable(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(Reason::RevocationUnavailable, message).retry_after(REVOCATIONS_RETRY_AFTER)
     }
 
-    /// 403 from a policy denial; the rule is shown only in development mode.
+    /// 403 from a policy denial (503 when a lookup or hook of the rule
+    /// failed); the rule is shown only in development mode.
     pub fn denied(reason: &DenyReason, rule: Option<&str>) -> Self {
         let mut e = Self::new(reason.reason(), public_deny_message(reason));
+        if matches!(reason, DenyReason::LookupUnavailable(_) | DenyReason::HookUnavailable(_)) {
+            e = e.retry_after(LOOKUP_RETRY_AFTER);
+        }
         if let Some(rule) = rule {
             e.more().rule = Some(rule.to_owned());
         }
@@ -246,6 +258,7 @@ pub fn status_of(reason: Reason) -> StatusCode {
         | R::InvalidAudience
         | R::MissingClaim
         | R::InvalidClaims
+        | R::SessionRejected
         | R::AdminToken
         | R::MissingAuthParam
         | R::UnknownKey
@@ -262,6 +275,7 @@ pub fn status_of(reason: Reason) -> StatusCode {
         | R::SigninDisabled
         | R::EncryptionNotConfigured
         | R::Csrf
+        | R::HookDenied
         | R::UserRevoked
         | R::CorsRefused
         | R::AppIdMismatch => StatusCode::FORBIDDEN,
@@ -273,9 +287,13 @@ pub fn status_of(reason: Reason) -> StatusCode {
         R::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         R::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         R::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-        R::JwksUnavailable | R::RevocationUnavailable | R::RngUnavailable | R::NoApiUrl => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        R::JwksUnavailable
+        | R::RevocationUnavailable
+        | R::SessionUnavailable
+        | R::HookUnavailable
+        | R::LookupUnavailable
+        | R::RngUnavailable
+        | R::NoApiUrl => StatusCode::SERVICE_UNAVAILABLE,
         R::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
@@ -286,7 +304,9 @@ pub fn status_of(reason: Reason) -> StatusCode {
 fn www_authenticate(reason: Reason) -> Option<HeaderValue> {
     use Reason as R;
     match reason {
-        R::TokenMissing => Some(HeaderValue::from_static("Bearer realm=\"channelgate\"")),
+        R::TokenMissing | R::SessionRejected => {
+            Some(HeaderValue::from_static("Bearer realm=\"channelgate\""))
+        }
         R::AdminToken => Some(HeaderValue::from_static("Bearer realm=\"channelgate-admin\"")),
         R::TokenMalformed
         | R::AlgorithmNotAllowed
@@ -314,6 +334,9 @@ fn public_deny_message(reason: &DenyReason) -> String {
         DenyReason::RuleDenied => "the policy refuses this channel".into(),
         DenyReason::RuleError(_) => "the policy could not decide; access refused".into(),
         DenyReason::InvalidUserId(_) => "the session gives no usable user id".into(),
+        DenyReason::LookupUnavailable(_) => "a data source of the policy is unavailable; retry later".into(),
+        DenyReason::HookUnavailable(_) => "the app's decision hook is unavailable; retry later".into(),
+        DenyReason::HookDenied(_) => "the app refuses this channel".into(),
         other => other.to_string(),
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::request::{self, Fields};
 use super::{Ctx, cors};
+use crate::membership::introspect::{Credential, Introspector, SessionAnswer};
 use crate::policy::{Decision, DenyReason, Request, ShadowResult, TokenValue};
 use crate::pusher::{ChannelAuth, ChannelKind, ChannelName, SignError, SocketId, js_json};
 use crate::reason::Reason;
@@ -191,8 +192,8 @@ async fn one_channel(
         Ok(s) => s,
         Err(e) => return out.refuse_deciding(Kind::Channel, Some(channel.as_str()), e),
     };
-    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
-    let answer = decide(cx, &request, &socket, &channel, &mut out);
+    let request = Request { token: session.token(), socket_id: &socket, origin: origin(cx) };
+    let answer = decide(cx, &request, &socket, &channel, &mut out).await;
     out.answer = answer.map(|auth| Answer::Json(auth.to_json()));
     out
 }
@@ -210,7 +211,7 @@ async fn batch_channels(
         Ok(s) => s,
         Err(e) => return out.refuse_deciding(Kind::Channel, Some(&batch.join(",")), e),
     };
-    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
+    let request = Request { token: session.token(), socket_id: &socket, origin: origin(cx) };
     let mut body = String::from("{");
     out.decisions.reserve(batch.len());
     for (i, name) in batch.iter().enumerate() {
@@ -219,7 +220,11 @@ async fn batch_channels(
         }
         js_json::write_str(&mut body, name);
         body.push(':');
-        match parse_channel(name).and_then(|c| decide(cx, &request, &socket, &c, &mut out)) {
+        let decided = match parse_channel(name) {
+            Ok(c) => decide(cx, &request, &socket, &c, &mut out).await,
+            Err(e) => Err(e),
+        };
+        match decided {
             Ok(auth) => body.push_str(&auth.to_json()),
             Err(e) => e.batch_entry(&mut body),
         }
@@ -252,7 +257,7 @@ where
         Ok(s) => s,
         Err(e) => return out.refuse_deciding(Kind::Signin, None, e),
     };
-    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
+    let request = Request { token: session.token(), socket_id: &socket, origin: origin(cx) };
     let decision = cx.gw.policy.authenticate_user(&request, None);
     out.decisions.push(Decided {
         kind: Kind::Signin,
@@ -288,27 +293,61 @@ fn origin<'a>(cx: &'a Ctx<'_>) -> Option<&'a str> {
     cx.header(http::header::ORIGIN)
 }
 
-/// Finds and verifies the session token, checks revocations, then applies
-/// the per-user limit.
+/// A verified session: a JWT's (kept in the token cache), or the app's
+/// answer about a session cookie (kept by the introspector).
+pub(crate) enum SessionRef {
+    /// A verified token.
+    Jwt(Arc<Session<TokenValue>>),
+    /// Claims from the app's session endpoint.
+    App(Arc<TokenValue>),
+}
+
+impl SessionRef {
+    /// The claims as the policy's `token`.
+    pub(crate) fn token(&self) -> &TokenValue {
+        match self {
+            SessionRef::Jwt(s) => &s.derived,
+            SessionRef::App(t) => t,
+        }
+    }
+}
+
+/// Finds and verifies the session, checks revocations, then applies the
+/// per-user limit.
 ///
-/// A token that came from a cookie is sent by the browser on its own, so a
+/// A JWT is looked for in `session.token_from`; with `session.introspect`,
+/// a request without one (or any request, when no JWT issuer is configured)
+/// is asked about at the app's session endpoint with the forwarded cookies
+/// and headers.
+///
+/// A session sent in a cookie is sent by the browser on its own, so a
 /// cookie session also needs an allowed `Origin` (or `Referer`): otherwise
 /// any site could make a visitor's browser ask for their channels (CSRF).
 /// Header and form tokens are put there by the app's own script.
-async fn session(
-    cx: &Ctx<'_>,
-    fields: &Fields,
-    out: &mut Outcome,
-) -> Result<Arc<Session<TokenValue>>, ApiError> {
+async fn session(cx: &Ctx<'_>, fields: &Fields, out: &mut Outcome) -> Result<SessionRef, ApiError> {
     let gw = cx.gw;
-    let (token, origin) = extract_token(&gw.token_sources, &cx.parts.headers, &fields.pairs)?;
-    if origin == TokenOrigin::Cookie && !same_site_request(cx) {
-        return Err(ApiError::new(Reason::Csrf, "a cookie session needs an allowed Origin"));
-    }
-    let session = gw.sessions.authenticate(token, cx.now).await?;
-    let sub = session.derived.claim_str("sub");
+    let introspect = gw.lookups.introspect.as_ref().map(|(_, i)| i);
+    let jwt = if introspect.is_some() && gw.sessions.verifier().issuers().is_empty() {
+        Err(crate::session::AuthError::MissingToken)
+    } else {
+        extract_token(&gw.token_sources, &cx.parts.headers, &fields.pairs)
+    };
+    let session = match (jwt, introspect) {
+        (Ok((token, origin)), _) => {
+            if origin == TokenOrigin::Cookie && !same_site_request(cx) {
+                return Err(ApiError::new(Reason::Csrf, "a cookie session needs an allowed Origin"));
+            }
+            SessionRef::Jwt(gw.sessions.authenticate(token, cx.now).await?)
+        }
+        (Err(crate::session::AuthError::MissingToken), Some(introspector)) => {
+            SessionRef::App(introspected(cx, introspector).await?)
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let token = session.token();
+    let sub = token.claim_str("sub");
     out.user = sub.map(str::to_owned);
-    match cx.rt.revocations.check(|name| session.derived.claim_str(name)) {
+    match cx.rt.revocations.check(|name| token.claim_str(name)) {
         Check::Clear => {}
         Check::Revoked => {
             return Err(ApiError::new(Reason::UserRevoked, "this user or session has been revoked"));
@@ -328,6 +367,28 @@ async fn session(
     Ok(session)
 }
 
+/// Asks the app's session endpoint (through its cache) who the forwarded
+/// cookies and headers belong to.
+async fn introspected(cx: &Ctx<'_>, introspector: &Introspector) -> Result<Arc<TokenValue>, ApiError> {
+    let Some(credential) = Credential::from_request(&cx.parts.headers, introspector.forward()) else {
+        return Err(crate::session::AuthError::MissingToken.into());
+    };
+    if credential.cookie.is_some() && !same_site_request(cx) {
+        return Err(ApiError::new(Reason::Csrf, "a cookie session needs an allowed Origin"));
+    }
+    let now = tokio::time::Instant::from_std(cx.now.instant);
+    match introspector.introspect(&credential, now).await {
+        Ok((SessionAnswer::Claims(_, token), _)) => Ok(token),
+        Ok((SessionAnswer::NoSession, _)) => {
+            Err(ApiError::new(Reason::SessionRejected, "the app knows no such session; sign in again"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "session endpoint failed; refusing (session_unavailable)");
+            Err(ApiError::session_unavailable("the app's session endpoint is unavailable; retry later"))
+        }
+    }
+}
+
 /// Whether `Origin` (or, without it, the origin of `Referer`) is allowed.
 fn same_site_request(cx: &Ctx<'_>) -> bool {
     if cx.parts.headers.contains_key(http::header::ORIGIN) {
@@ -340,7 +401,7 @@ fn same_site_request(cx: &Ctx<'_>) -> bool {
 }
 
 /// Decides one channel, notes the decision, and signs when allowed.
-fn decide(
+async fn decide(
     cx: &Ctx<'_>,
     request: &Request<'_>,
     socket: &SocketId,
@@ -359,7 +420,13 @@ fn decide(
         });
         return Err(not_configured());
     }
-    let (decision, shadow) = gw.policy.authorize_channel_with_shadow(request, channel, None);
+    let (decision, shadow) = if gw.policy.has_lookups() {
+        let now = tokio::time::Instant::from_std(cx.now.instant);
+        let (facts, _) = crate::app::lookups::gather(gw, request, channel, now, false).await;
+        gw.policy.authorize_channel_with_facts(request, channel, &facts, None)
+    } else {
+        gw.policy.authorize_channel_with_shadow(request, channel, None)
+    };
     out.decisions.push(Decided {
         kind: Kind::Channel,
         channel: Some(channel.as_str().to_owned()),

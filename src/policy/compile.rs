@@ -5,12 +5,15 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_saphyr::Spanned;
 
+use super::lookup::{HookSpec, ParamRef, QueryCommand, QuerySpec, Template};
 use super::pattern::Pattern;
 use super::raw;
+use super::readonly::prove;
 use super::{Expression, Origin, Policy, PresenceSpec, Rule, UserRule};
 use crate::yaml::{self, SourceError};
 
@@ -102,7 +105,19 @@ impl Policy {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Policy { rules, user: user.map(|(u, _)| u), root: cel::Context::default(), max_member_bytes })
+        let lookups = rules.iter().any(|r: &Rule| r.query.is_some() || r.hook.is_some());
+        let token_program = match compile_on_big_stack("token") {
+            Ok(p) => p,
+            Err((message, _)) => return Err(vec![SourceError::new(Path::new("<builtin>"), 0, 0, message)]),
+        };
+        Ok(Policy {
+            rules,
+            lookups,
+            user: user.map(|(u, _)| u),
+            root: cel::Context::default(),
+            max_member_bytes,
+            token_program,
+        })
     }
 }
 
@@ -153,9 +168,45 @@ fn compile_rule(rule: raw::Rule, origin: Origin, src: Src<'_>) -> Result<Rule, V
     if let Some(p) = &pattern {
         known.extend(p.capture_names().iter().map(String::as_str));
     }
-    let allow = expression("allow", &rule.allow.value.0, &known)
-        .map_err(|e| errors.push(src.error(&context, &rule.allow, e)))
-        .ok();
+    let captures: Vec<String> = pattern.as_ref().map(|p| p.capture_names().to_vec()).unwrap_or_default();
+    let query = rule.query.as_ref().and_then(|q| {
+        let line = q.referenced.line();
+        compile_query(&q.value, &captures)
+            .map_err(|m| {
+                errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: query: {m}")))
+            })
+            .ok()
+    });
+    let hook = rule.hook.as_ref().and_then(|h| {
+        let line = h.referenced.line();
+        compile_hook(&h.value)
+            .map_err(|m| {
+                errors.push(SourceError::new(&origin.file, line, 0, format!("{context}: hook: {m}")))
+            })
+            .ok()
+    });
+    if rule.query.is_some() {
+        known.push("query");
+    }
+    if rule.hook.is_some() {
+        known.push("hook");
+    }
+    let hook_decides = rule.allow.is_none() && rule.hook.is_some();
+    let allow = match &rule.allow {
+        Some(allow) => expression("allow", &allow.value.0, &known)
+            .map_err(|e| errors.push(src.error(&context, allow, e)))
+            .ok(),
+        None if rule.hook.is_some() => {
+            expression("allow", "hook.allow", &known).map_err(|e| errors.push(at(e.message))).ok()
+        }
+        None => {
+            errors.push(at(
+                "`allow` is missing: a rule decides with `allow`, or with a `hook:` whose answer decides"
+                    .into(),
+            ));
+            None
+        }
+    };
 
     let is_presence = pattern.as_ref().map(|p| p.kind()) == Some(crate::pusher::ChannelKind::Presence);
     let presence = match (rule.presence, is_presence) {
@@ -190,9 +241,108 @@ fn compile_rule(rule: raw::Rule, origin: Origin, src: Src<'_>) -> Result<Rule, V
             presence,
             shadow: rule.shadow,
             origin,
+            query,
+            hook,
+            hook_decides,
         }),
         _ => Err(errors),
     }
+}
+
+/// Longest TTL or `stale_if_error` a lookup may set.
+const MAX_LOOKUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest hook timeout.
+const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn duration(what: &str, text: Option<&str>, default: Duration, max: Duration) -> Result<Duration, String> {
+    let Some(text) = text else { return Ok(default) };
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{what}: {text}` is not a duration ({e}); write e.g. 30s, 500ms, 2m"))?;
+    if d > max {
+        return Err(format!("`{what}: {text}` is longer than {}", humantime::format_duration(max)));
+    }
+    Ok(d)
+}
+
+fn compile_query(q: &raw::Query, captures: &[String]) -> Result<QuerySpec, String> {
+    let ttl = duration("ttl", q.ttl.as_deref(), Duration::from_secs(30), MAX_LOOKUP_TTL)?;
+    let stale_if_error =
+        duration("stale_if_error", q.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
+    if q.source.trim().is_empty() {
+        return Err("`source` names a data source of the config's `sources:`".into());
+    }
+    let given = [q.sql.is_some(), q.sismember.is_some(), q.get.is_some(), q.hget.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err("give exactly one of `sql` (PostgreSQL), `sismember`, `get` or `hget` (Redis)".into());
+    }
+    let mut params: Vec<ParamRef> = Vec::new();
+    let command = if let Some(sql) = &q.sql {
+        for text in q.params.iter().flatten() {
+            params.push(ParamRef::parse(text, captures)?);
+        }
+        let proven = prove(sql).map_err(|e| format!("sql: {e}"))?;
+        if proven.params() != params.len() {
+            return Err(format!(
+                "the SQL uses {} parameter(s) ($1…), `params` lists {}: one value per parameter, in order",
+                proven.params(),
+                params.len()
+            ));
+        }
+        QueryCommand::Sql(proven)
+    } else {
+        if q.params.is_some() {
+            return Err(
+                "`params` is for `sql`; a Redis command names its values in braces: `key: \"room:{room}:members\"`"
+                    .into(),
+            );
+        }
+        let mut template = |text: &str| {
+            Template::parse(text, |name| {
+                let r = ParamRef::parse(name, captures)?;
+                Ok(match params.iter().position(|p| *p == r) {
+                    Some(i) => i,
+                    None => {
+                        params.push(r);
+                        params.len() - 1
+                    }
+                })
+            })
+        };
+        match (&q.sismember, &q.get, &q.hget) {
+            (Some(s), _, _) => {
+                QueryCommand::SisMember { key: template(&s.key)?, member: template(&s.member)? }
+            }
+            (_, Some(key), _) => QueryCommand::Get { key: template(key)? },
+            (_, _, Some(h)) => QueryCommand::HGet { key: template(&h.key)?, field: template(&h.field)? },
+            _ => return Err("give exactly one of `sql`, `sismember`, `get` or `hget`".into()),
+        }
+    };
+    Ok(QuerySpec { source: q.source.trim().to_owned(), command, params, ttl, stale_if_error })
+}
+
+fn compile_hook(h: &raw::Hook) -> Result<HookSpec, String> {
+    let url = url::Url::parse(h.url.trim()).map_err(|e| format!("`url: {}` is not a URL ({e})", h.url))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`url: {}` must be an http:// or https:// URL with a host", h.url));
+    }
+    let ttl = duration("ttl", h.ttl.as_deref(), Duration::from_secs(30), MAX_LOOKUP_TTL)?;
+    let timeout = duration("timeout", h.timeout.as_deref(), Duration::from_secs(1), MAX_HOOK_TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err("`timeout` must be longer than zero".into());
+    }
+    let stale_if_error =
+        duration("stale_if_error", h.stale_if_error.as_deref(), Duration::ZERO, MAX_LOOKUP_TTL)?;
+    let mut headers = Vec::with_capacity(h.headers.len());
+    for (name, value) in &h.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("headers: `{name}` is not a header name"));
+        }
+        if value.env.trim().is_empty() {
+            return Err(format!("headers.{name}: `env` names the environment variable that holds the value"));
+        }
+        headers.push((name.clone(), value.env.trim().to_owned()));
+    }
+    Ok(HookSpec { url: url.to_string(), ttl, timeout, stale_if_error, headers })
 }
 
 fn compile_user(user: raw::User, origin: &Origin, src: Src<'_>) -> Result<UserRule, Vec<SourceError>> {

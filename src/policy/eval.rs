@@ -9,6 +9,7 @@ use cel::common::types::{CelMap, CelMapKey, CelNull, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
+use super::lookup::{Fact, Facts, ParamRef, Params, param_of};
 use super::value::{TokenValue, cel_to_json, type_name};
 use super::{Expression, Policy, Rule};
 use crate::pusher::{ChannelName, SocketId, js_json};
@@ -109,6 +110,13 @@ pub enum DenyReason {
     },
     /// Sign-in has no `user:` block.
     SigninDisabled,
+    /// The rule's data source failed (503, fail closed); the text is for
+    /// operators.
+    LookupUnavailable(String),
+    /// The rule's decision hook failed (503, fail closed).
+    HookUnavailable(String),
+    /// The decision hook answered `allow: false`, with the app's reason.
+    HookDenied(Option<String>),
 }
 
 impl DenyReason {
@@ -121,6 +129,9 @@ impl DenyReason {
             DenyReason::InvalidUserId(_) => Reason::InvalidUserId,
             DenyReason::PresenceDataTooLarge { .. } => Reason::PresenceDataTooLarge,
             DenyReason::SigninDisabled => Reason::SigninDisabled,
+            DenyReason::LookupUnavailable(_) => Reason::LookupUnavailable,
+            DenyReason::HookUnavailable(_) => Reason::HookUnavailable,
+            DenyReason::HookDenied(_) => Reason::HookDenied,
         }
     }
 }
@@ -136,6 +147,10 @@ impl fmt::Display for DenyReason {
                 write!(f, "presence data is {size} bytes, over the {max}-byte member limit")
             }
             DenyReason::SigninDisabled => f.write_str("user sign-in is not enabled"),
+            DenyReason::LookupUnavailable(m) => write!(f, "the rule's data source is unavailable: {m}"),
+            DenyReason::HookUnavailable(m) => write!(f, "the rule's decision hook is unavailable: {m}"),
+            DenyReason::HookDenied(Some(r)) => write!(f, "the decision hook refuses: {r}"),
+            DenyReason::HookDenied(None) => f.write_str("the decision hook refuses"),
         }
     }
 }
@@ -185,10 +200,81 @@ impl Policy {
         &self,
         request: &Request<'_>,
         channel: &ChannelName,
+        trace: Option<&mut Trace>,
+    ) -> (Decision, Vec<ShadowResult>) {
+        self.authorize_channel_with_facts(request, channel, &Facts::none(), trace)
+    }
+
+    /// The rules `channel` is decided by, in order, with their captures:
+    /// every matching shadow rule before the deciding rule, then the
+    /// deciding rule (the first matching rule that is not a shadow). Their
+    /// lookups and hooks are what [`Policy::authorize_channel_with_facts`]
+    /// needs.
+    pub fn rules_for<'c>(&self, channel: &'c ChannelName) -> Vec<(usize, Vec<(&str, &'c str)>)> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(captures) = rule.pattern.matches(channel) {
+                out.push((i, captures));
+                if !rule.shadow {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The values of rule `rule`'s query parameters for this request (see
+    /// [`ParamRef`]): a capture, the channel, the socket id, a top-level
+    /// claim (`None` when absent, `null`, or not a scalar).
+    pub fn query_params(
+        &self,
+        rule: usize,
+        captures: &[(&str, &str)],
+        request: &Request<'_>,
+        channel: &ChannelName,
+    ) -> Params {
+        let Some(spec) = self.rules.get(rule).and_then(|r| r.query.as_ref()) else {
+            return Box::default();
+        };
+        spec.params
+            .iter()
+            .map(|p| match p {
+                ParamRef::Capture(name) => {
+                    captures.iter().find(|(c, _)| c == name).map(|(_, v)| Box::<str>::from(*v))
+                }
+                ParamRef::Channel => Some(channel.as_str().into()),
+                ParamRef::SocketId => Some(request.socket_id.as_str().into()),
+                ParamRef::Token(claim) => param_of(request.token.member(claim)),
+            })
+            .collect()
+    }
+
+    /// The claims as JSON (for a decision hook's question): the whole map,
+    /// converted from the session's CEL value.
+    pub fn claims_json(&self, request: &Request<'_>) -> serde_json::Value {
+        let vars = Vars { request, channel: None, captures: &[], query: None, hook: None };
+        let mut ctx = scope(&self.root);
+        ctx.set_variable_resolver(&vars);
+        self.token_program
+            .execute(&ctx)
+            .ok()
+            .and_then(|v| cel_to_json(&v))
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
+
+    /// Like [`Policy::authorize_channel_with_shadow`], with what the rules'
+    /// lookups and hooks found: a rule whose fact is missing or failed
+    /// denies (503 `lookup_unavailable`/`hook_unavailable` when its source
+    /// failed), and nothing is signed.
+    pub fn authorize_channel_with_facts(
+        &self,
+        request: &Request<'_>,
+        channel: &ChannelName,
+        facts: &Facts,
         mut trace: Option<&mut Trace>,
     ) -> (Decision, Vec<ShadowResult>) {
         let mut shadows = Vec::new();
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             let Some(captures) = rule.pattern.matches(channel) else {
                 if let Some(t) = trace.as_deref_mut() {
                     t.skipped.push(format!("{}: `{}` does not match", rule.name, rule.pattern.as_str()));
@@ -196,7 +282,7 @@ impl Policy {
                 continue;
             };
             if rule.shadow {
-                let d = self.decide_rule(rule, &captures, request, channel, None);
+                let d = self.decide_rule(index, rule, &captures, request, channel, facts, None);
                 let result = ShadowResult::from_decision(rule.name.clone(), &d);
                 if let Some(t) = trace.as_deref_mut() {
                     t.skipped.push(format!(
@@ -215,26 +301,47 @@ impl Policy {
                 t.rule = Some(rule.name.to_string());
                 t.captures = captures.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
             }
-            return (self.decide_rule(rule, &captures, request, channel, trace), shadows);
+            return (self.decide_rule(index, rule, &captures, request, channel, facts, trace), shadows);
         }
         (Decision::Deny { rule: None, reason: DenyReason::NoRuleMatched }, shadows)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide_rule(
         &self,
+        index: usize,
         rule: &Rule,
         captures: &[(&str, &str)],
         request: &Request<'_>,
         channel: &ChannelName,
+        facts: &Facts,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
-        let vars = Vars { request, channel: Some(channel.as_str()), captures };
+        let deny = |reason| Decision::Deny { rule: Some(rule.name.clone()), reason };
+        let query = match (&rule.query, facts.query(index)) {
+            (None, _) => None,
+            (Some(_), Some(Fact::Found(v))) => Some(v.value()),
+            (Some(_), Some(Fact::Unavailable(m))) => return deny(DenyReason::LookupUnavailable(m.clone())),
+            (Some(_), Some(Fact::Refused(m))) => return deny(DenyReason::RuleError(format!("query: {m}"))),
+            (Some(_), None) => return deny(DenyReason::RuleError("the rule's query was not run".into())),
+        };
+        let hook = match (&rule.hook, facts.hook(index)) {
+            (None, _) => None,
+            (Some(_), Some(Fact::Found(v))) => Some(v.value()),
+            (Some(_), Some(Fact::Unavailable(m))) => return deny(DenyReason::HookUnavailable(m.clone())),
+            (Some(_), Some(Fact::Refused(m))) => return deny(DenyReason::RuleError(format!("hook: {m}"))),
+            (Some(_), None) => return deny(DenyReason::RuleError("the rule's hook was not asked".into())),
+        };
+        let vars = Vars { request, channel: Some(channel.as_str()), captures, query, hook };
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
-        let deny = |reason| Decision::Deny { rule: Some(rule.name.clone()), reason };
 
         match eval_bool(&ctx, "allow", &rule.allow, trace.as_deref_mut()) {
             Ok(true) => {}
+            Ok(false) if rule.hook_decides => {
+                let reason = hook.and_then(|h| h.claim_str("reason")).map(str::to_owned);
+                return deny(DenyReason::HookDenied(reason));
+            }
             Ok(false) => return deny(DenyReason::RuleDenied),
             Err(e) => return deny(DenyReason::RuleError(e)),
         }
@@ -268,7 +375,7 @@ impl Policy {
         let Some(user) = &self.user else {
             return Decision::Deny { rule: None, reason: DenyReason::SigninDisabled };
         };
-        let vars = Vars { request, channel: None, captures: &[] };
+        let vars = Vars { request, channel: None, captures: &[], query: None, hook: None };
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
         let deny = |reason| Decision::Deny { rule: None, reason };
@@ -320,6 +427,10 @@ struct Vars<'r, 'a> {
     request: &'r Request<'a>,
     channel: Option<&'r str>,
     captures: &'r [(&'r str, &'r str)],
+    /// What the rule's query found (`query`), if it has one.
+    query: Option<&'r TokenValue>,
+    /// What the rule's hook answered (`hook`), if it has one.
+    hook: Option<&'r TokenValue>,
 }
 
 impl VariableResolver for Vars<'_, '_> {
@@ -335,6 +446,19 @@ impl VariableResolver for Vars<'_, '_> {
                     return None;
                 }
                 self.request.token.member(name).map(CowVal::Borrowed)
+            }
+            "query" => self.query.map(|q| CowVal::Borrowed(q.as_val())),
+            "hook" => self.hook.map(|h| CowVal::Borrowed(h.as_val())),
+            qualified if qualified.starts_with("query.") || qualified.starts_with("hook.") => {
+                let (fact, name) = match qualified.split_once('.') {
+                    Some(("query", name)) => (self.query?, name),
+                    Some((_, name)) => (self.hook?, name),
+                    None => return None,
+                };
+                if name.contains('.') {
+                    return None;
+                }
+                fact.member(name).map(CowVal::Borrowed)
             }
             "socket_id" => Some(CowVal::owned(CelString::from(self.request.socket_id.as_str()))),
             "channel" => self.channel.map(|c| CowVal::owned(CelString::from(c))),

@@ -21,11 +21,77 @@ pub(crate) struct PolicyFile {
 pub(crate) struct Rule {
     pub(crate) name: String,
     pub(crate) channel: String,
-    pub(crate) allow: Spanned<Expr>,
+    /// Required, except with a `hook:` (then `hook.allow` by default).
+    #[serde(default)]
+    pub(crate) allow: Option<Spanned<Expr>>,
     #[serde(default)]
     pub(crate) presence: Option<Presence>,
     #[serde(default)]
     pub(crate) shadow: bool,
+    #[serde(default)]
+    pub(crate) query: Option<Spanned<Query>>,
+    #[serde(default)]
+    pub(crate) hook: Option<Spanned<Hook>>,
+}
+
+/// A rule's `query:` on a data source: `sql` (PostgreSQL) or one of
+/// `sismember`, `get`, `hget` (Redis).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Query {
+    pub(crate) source: String,
+    #[serde(default)]
+    pub(crate) sql: Option<String>,
+    #[serde(default)]
+    pub(crate) params: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) sismember: Option<SisMember>,
+    #[serde(default)]
+    pub(crate) get: Option<String>,
+    #[serde(default)]
+    pub(crate) hget: Option<HGet>,
+    #[serde(default)]
+    pub(crate) ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) stale_if_error: Option<String>,
+}
+
+/// `sismember: { key, member }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SisMember {
+    pub(crate) key: String,
+    pub(crate) member: String,
+}
+
+/// `hget: { key, field }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HGet {
+    pub(crate) key: String,
+    pub(crate) field: String,
+}
+
+/// A rule's `hook:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hook {
+    pub(crate) url: String,
+    #[serde(default)]
+    pub(crate) ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) stale_if_error: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: IndexMap<String, EnvRef>,
+}
+
+/// A value read from the environment when the gateway is built.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvRef {
+    pub(crate) env: String,
 }
 
 /// The `presence:` block of a rule.

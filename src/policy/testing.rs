@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use std::sync::Arc;
+
+use super::lookup::{Fact, FactValue, Facts};
 use super::value::TokenValue;
 use super::{Decision, Policy, Request};
 use crate::pusher::{ChannelName, SocketId};
@@ -55,6 +58,36 @@ struct Case {
     channel_data: Option<serde_json::Value>,
     #[serde(default)]
     user_data: Option<serde_json::Value>,
+    #[serde(default)]
+    query: Option<QueryStub>,
+    #[serde(default)]
+    hook: Option<HookStub>,
+}
+
+/// What a rule's `query` finds in a test, instead of asking the source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryStub {
+    #[serde(default)]
+    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    truncated: bool,
+    #[serde(default)]
+    unavailable: bool,
+}
+
+/// What a rule's `hook` answers in a test, instead of asking the app.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookStub {
+    #[serde(default)]
+    allow: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    user_info: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    unavailable: bool,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
@@ -114,6 +147,44 @@ pub fn run_file(policy: &Policy, file: &Path) -> Result<Vec<Outcome>, Vec<Source
     Ok(out)
 }
 
+/// The stubbed `query`/`hook` answers, for every rule that decides the
+/// channel (matching shadow rules, then the deciding rule) and needs one.
+fn stubbed_facts(policy: &Policy, case: &Case, channel: &ChannelName) -> Result<Facts, String> {
+    let mut facts = Facts::none();
+    for (i, _) in policy.rules_for(channel) {
+        let Some(rule) = policy.rules().get(i) else { continue };
+        if rule.query().is_some() {
+            let fact = match &case.query {
+                Some(q) if q.unavailable => Fact::Unavailable("stubbed by the test".into()),
+                Some(q) => Fact::Found(Arc::new(FactValue::query(&q.rows, q.truncated))),
+                None => {
+                    return Err(format!(
+                        "rule `{}` has a `query`: give the test a `query:` with what it finds (e.g. `query: {{ rows: [] }}`)",
+                        rule.name()
+                    ));
+                }
+            };
+            facts.set_query(i, fact);
+        }
+        if rule.hook().is_some() {
+            let fact = match &case.hook {
+                Some(h) if h.unavailable => Fact::Unavailable("stubbed by the test".into()),
+                Some(h) => {
+                    Fact::Found(Arc::new(FactValue::hook(h.allow, h.reason.as_deref(), h.user_info.as_ref())))
+                }
+                None => {
+                    return Err(format!(
+                        "rule `{}` has a `hook`: give the test a `hook:` with the app's answer (e.g. `hook: {{ allow: true }}`)",
+                        rule.name()
+                    ));
+                }
+            };
+            facts.set_hook(i, fact);
+        }
+    }
+    Ok(facts)
+}
+
 fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
     let socket = SocketId::parse(case.socket_id.as_deref().unwrap_or("1234.5678"))
         .map_err(|e| format!("bad socket_id in the test: {e}"))?;
@@ -122,7 +193,8 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
     let decision = match (&case.channel, case.signin) {
         (Some(channel), false) => {
             let channel = ChannelName::parse(channel).map_err(|e| format!("bad channel in the test: {e}"))?;
-            policy.authorize_channel(&request, &channel, None)
+            let facts = stubbed_facts(policy, case, &channel)?;
+            policy.authorize_channel_with_facts(&request, &channel, &facts, None).0
         }
         (None, true) => policy.authenticate_user(&request, None),
         _ => return Err("a test needs exactly one of `channel` or `signin: true`".into()),

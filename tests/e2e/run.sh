@@ -3,7 +3,10 @@
 #   - Sockudo 5.2.0 (a Pusher-protocol server; `cargo install`, reused when already built),
 #   - pusher-js and the official `pusher` server SDK (npm, from package-lock.json),
 #   - the official `pusher` server SDK from PyPI (requirements.txt, in tests/e2e/.venv),
-#   - headless Chromium (Debian's `chromium`, driven by playwright-core) on examples/demo.
+#   - headless Chromium (Debian's `chromium`, driven by playwright-core) on examples/demo,
+#   - and on examples/memberships (an Express app with an opaque cookie session) with a
+#     PostgreSQL of its own (Debian's `postgresql`, a fresh data directory on a loopback port)
+#     and redis-server holding memberships.
 #
 #   tests/e2e/run.sh                 installs what is missing, builds channelgate, runs the suites
 #
@@ -11,7 +14,7 @@
 #   CHANNELGATE_BIN   a channelgate binary to test (default: `cargo build --locked`, target/debug/channelgate)
 #   SOCKUDO_BIN       a Sockudo 5.2.0 binary (default: $CARGO_HOME/bin/sockudo, installed when missing)
 #   CHROMIUM          the browser (default: /usr/bin/chromium)
-#   E2E_SUITES        "e2e sdk browser" (default) or some of them
+#   E2E_SUITES        "e2e sdk browser memberships" (default) or some of them
 #   E2E_DEBUG=1       pusher-js logs to the console
 #
 # Every server listens on 127.0.0.1 on a free port, gets fresh random secrets,
@@ -25,7 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 artifacts="$here/artifacts"
 logs="$artifacts/logs"
-suites=${E2E_SUITES:-e2e sdk browser}
+suites=${E2E_SUITES:-e2e sdk browser memberships}
 sockudo_version=5.2.0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/channelgate-e2e.XXXXXX")
@@ -230,7 +233,7 @@ if wants sdk; then
 fi
 
 chromium_bin=${CHROMIUM:-/usr/bin/chromium}
-if wants browser && [ ! -x "$chromium_bin" ]; then
+if { wants browser || wants memberships; } && [ ! -x "$chromium_bin" ]; then
   apt_install chromium
   [ -x "$chromium_bin" ] || setup_fail "no Chromium at $chromium_bin"
 fi
@@ -262,6 +265,13 @@ echo "== npm ci (tests/e2e, examples/demo)"
 if wants browser; then
   (cd "$root/examples/demo" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm-demo.log" 2>&1 \
     || setup_fail "npm ci in examples/demo failed; see $logs/npm-demo.log"
+fi
+if wants memberships; then
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  (cd "$root/examples/memberships" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm-memberships.log" 2>&1 \
+    || setup_fail "npm ci in examples/memberships failed; see $logs/npm-memberships.log"
+  "$channelgate" test "$root/examples/memberships/policies" >"$logs/memberships-policy-tests.log" 2>&1 \
+    || setup_fail "the memberships example's policy tests fail; see $logs/memberships-policy-tests.log"
 fi
 if wants browser; then
   "$channelgate" test "$root/examples/demo/policies" >"$logs/demo-policy-tests.log" 2>&1 \
@@ -336,6 +346,56 @@ if wants browser; then
   echo "   demo-app: http://127.0.0.1:$demo_port (pid $pid)"
 fi
 
+if wants memberships; then
+  # shellcheck source=lib/postgres.sh
+  . "$here/lib/postgres.sh"
+  start_postgres postgres-members
+  members_pg_port=$pg_port
+  pg_sql -c "CREATE DATABASE app" >"$logs/members-schema.log" 2>&1 || setup_fail "CREATE DATABASE app failed"
+  pg_db=app pg_sql -f "$root/examples/memberships/schema.sql" >>"$logs/members-schema.log" 2>&1 \
+    || setup_fail "examples/memberships/schema.sql failed; see $logs/members-schema.log"
+  members_redis_port=$(free_port)
+  start redis-members redis-server --bind 127.0.0.1 --port "$members_redis_port" --save "" --appendonly no
+  wait_tcp redis-members "$pid" "$members_redis_port" 20
+  assert_loopback redis-members "$pid"
+  redis-cli -p "$members_redis_port" SADD team:blue:members alice >/dev/null || setup_fail "redis-cli SADD failed"
+  echo "   redis-members: 127.0.0.1:$members_redis_port (pid $pid)"
+  members_app_secret=$(secret 24)
+  members_session_secret=$(secret 40)
+  members_hook_token=$(secret 40)
+  members_sockudo_port=$(free_port)
+  members_port=$(free_port)
+  start_sockudo sockudo-members "$root/examples/memberships/sockudo.toml" "$members_sockudo_port" "$members_app_secret"
+  # The example's own config and policy with only what a loopback test must change: the
+  # port, the app's port (session endpoint, hook, page origin) and 2 s TTLs, so a
+  # membership change shows within seconds.
+  members_dir="$work/members"
+  mkdir -p "$members_dir/policies"
+  sed -e 's|^listen: .*|listen: 127.0.0.1:0|' \
+      -e "s|http://127.0.0.1:3000|http://127.0.0.1:$members_port|g" \
+      -e "s|http://localhost:3000|http://localhost:$members_port|" \
+      "$root/examples/memberships/channelgate.yaml" >"$members_dir/channelgate.yaml"
+  sed -e "s|http://127.0.0.1:3000|http://127.0.0.1:$members_port|" -e 's|ttl: 30s|ttl: 2s|g' \
+      "$root/examples/memberships/policies/memberships.yaml" >"$members_dir/policies/memberships.yaml"
+  grep -q '^listen: 127.0.0.1:0$' "$members_dir/channelgate.yaml" \
+    && grep -q "url: http://127.0.0.1:$members_port/api/me" "$members_dir/channelgate.yaml" \
+    && [ "$(grep -c 'ttl: 2s' "$members_dir/policies/memberships.yaml")" -eq 3 ] \
+    || setup_fail "examples/memberships no longer has the lines this script rewrites"
+  start_channelgate channelgate-members "$members_dir/channelgate.yaml" \
+    "PUSHER_APP_SECRET=$members_app_secret" \
+    "DATABASE_URL=postgres://channelgate_ro@127.0.0.1:$members_pg_port/app" \
+    "REDIS_URL=redis://127.0.0.1:$members_redis_port/" \
+    "HOOK_AUTHORIZATION=Bearer $members_hook_token"
+  members_gateway=$gateway_url
+  start members-app "${base_env[@]}" HOST=127.0.0.1 "PORT=$members_port" "CHANNELGATE_URL=$members_gateway" \
+    "APP_DATABASE_URL=postgres://app@127.0.0.1:$members_pg_port/app" "SESSION_SECRET=$members_session_secret" \
+    "HOOK_TOKEN=$members_hook_token" ME_MAX_AGE=30 "PUSHER_WS_PORT=$members_sockudo_port" PUSHER_APP_KEY=members-key \
+    node "$root/examples/memberships/server.js"
+  wait_tcp members-app "$pid" "$members_port" 20
+  assert_loopback members-app "$pid"
+  echo "   members-app: http://127.0.0.1:$members_port (pid $pid)"
+fi
+
 # ------------------------------------------------------------------ suites
 
 suites_started=$SECONDS
@@ -356,9 +416,13 @@ if wants browser; then
   run_suite browser browser.mjs "DEMO_URL=http://127.0.0.1:$demo_port" "CHROMIUM=$chromium_bin" \
     "ARTIFACTS=$artifacts" "DEMO_SOCKUDO_PORT=$demo_sockudo_port" "DEMO_PUSHER_APP_SECRET=$demo_app_secret"
 fi
+if wants memberships; then
+  run_suite memberships memberships.mjs "MEMBERS_URL=http://127.0.0.1:$members_port" "CHROMIUM=$chromium_bin" \
+    "PSQL=$pg_bin/psql" "PG_PORT=$members_pg_port" "REDIS_PORT=$members_redis_port"
+fi
 echo "== suites ran in $((SECONDS - suites_started)) s (whole script: $((SECONDS - started)) s)"
 if [ "$total_failed" -ne 0 ]; then
-  for f in "$logs"/channelgate-*.log "$logs"/sockudo-*.log "$logs"/demo-app.log; do
+  for f in "$logs"/channelgate-*.log "$logs"/sockudo-*.log "$logs"/demo-app.log "$logs"/members-app.log; do
     [ -s "$f" ] && { echo "---- last lines of $f"; tail -n 10 "$f"; }
   done
 fi

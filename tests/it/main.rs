@@ -31,6 +31,9 @@ mod issuer;
 mod jwks;
 /// Debug and trace logs of the real binary hold no secret and no token.
 mod logs;
+/// Sessions from the app (introspection), PostgreSQL and Redis lookups,
+/// decision hooks: decisions, caching, TTLs, fail-closed faults.
+mod memberships;
 /// Reload, audit, metrics, admin listener, shutdown, shadow rules, lints.
 mod ops;
 /// The status/reason table in process: one row per reason.

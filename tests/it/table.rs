@@ -539,6 +539,11 @@ async fn every_reason_a_client_can_meet_has_its_status() {
         ("invalid_webhook_key", "admin.rs (webhook relay)"),
         ("invalid_webhook_signature", "admin.rs (webhook relay)"),
         ("stale_webhook", "admin.rs (webhook relay)"),
+        ("session_rejected", "memberships::the_app_session_postgres_redis_and_the_hook_decide"),
+        ("hook_denied", "memberships::the_app_session_postgres_redis_and_the_hook_decide"),
+        ("session_unavailable", "memberships::failures_fail_closed_with_503_and_sign_nothing"),
+        ("hook_unavailable", "memberships::failures_fail_closed_with_503_and_sign_nothing"),
+        ("lookup_unavailable", "memberships::failures_fail_closed_with_503_and_sign_nothing"),
     ];
     let all: BTreeSet<String> = Reason::ALL.iter().map(|r| r.as_str().to_owned()).collect();
     let named: BTreeSet<String> =
