@@ -2,9 +2,15 @@
 //! signature verification, not ten.
 //!
 //! Invariants:
-//! - entries are keyed by SHA-256 of the token (the token itself is not
-//!   kept as a key), bounded in number, and never used past the token's
-//!   `exp` (nor past `max_ttl`);
+//! - a session is served only for the exact token that was verified: an
+//!   entry is found by a keyed 64-bit hash of the token (foldhash, seeded at
+//!   random per cache) and then the whole token is compared with the one the
+//!   entry keeps (constant time). A hash collision, found by chance or
+//!   engineered, costs a verification, never another token's session; the
+//!   hash needs no collision resistance, so it is not a cryptographic digest
+//!   (SHA-256 of every token was 3 % of the CPU time of a request);
+//! - entries are bounded in number and never used past the token's `exp`
+//!   (nor past `max_ttl`);
 //! - an entry is bound to the fingerprint of the exact key that verified it
 //!   (not to its `kid`): when that key is no longer in its issuer's set — a
 //!   rotation removed it, or replaced it under the same `kid`, or a token
@@ -26,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use std::hash::BuildHasher as _;
 
 use super::{AuthError, Claims, KeyFingerprint, KeySet, Verifier};
 
@@ -56,6 +62,9 @@ impl Default for CacheSettings {
 pub struct Session<X> {
     /// Derived once per verification.
     pub derived: X,
+    /// The token that was verified: a cached session is served for this
+    /// token only.
+    token: Box<str>,
     exp: Option<u64>,
     issuer: usize,
     /// The key that verified the token.
@@ -68,6 +77,11 @@ pub struct Session<X> {
 pub struct Authenticator<X> {
     verifier: Verifier,
     cache: Option<TokenCache<X>>,
+    /// Keys the token hash; random per authenticator.
+    hasher: foldhash::quality::RandomState,
+    /// Tests: every token gets the same hash.
+    #[cfg(test)]
+    every_token_collides: bool,
     seen: Doorkeeper,
     derive: Box<dyn Fn(&Claims) -> X + Send + Sync>,
     hits: AtomicU64,
@@ -89,6 +103,9 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         Self {
             verifier,
             cache,
+            hasher: foldhash::quality::RandomState::default(),
+            #[cfg(test)]
+            every_token_collides: false,
             seen: Doorkeeper::new(),
             derive: Box::new(derive),
             hits: AtomicU64::new(0),
@@ -114,9 +131,12 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     /// not [`AuthError::UnknownKid`] (401).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Session<X>>, AuthError> {
         let now = now_unix();
-        let key: CacheKey = Sha256::digest(token.as_bytes()).into();
+        let key = self.cache_key(token);
+        // Another token with the same hash is not a hit: this one is
+        // verified on its own (and takes the slot if it is cached).
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&key)
+            && same_token(&hit.token, token)
         {
             if hit.exp.is_some_and(|exp| now <= exp) && self.key_still_held(&hit) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +160,7 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now)));
         let session = Arc::new(Session {
             derived: (self.derive)(&verified.claims),
+            token: token.into(),
             exp,
             issuer: verified.issuer,
             key: verified.key,
@@ -154,6 +175,14 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         Ok(session)
     }
 
+    fn cache_key(&self, token: &str) -> CacheKey {
+        #[cfg(test)]
+        if self.every_token_collides {
+            return 42;
+        }
+        self.hasher.hash_one(token.as_bytes())
+    }
+
     /// Whether the issuer's tokens are verified with an HMAC secret.
     fn cheap_to_verify(&self, issuer: usize) -> bool {
         self.verifier.issuers().get(issuer).is_some_and(|i| matches!(i.keys, KeySet::Secret(_)))
@@ -166,10 +195,16 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     }
 }
 
-/// SHA-256 of a token.
-type CacheKey = [u8; 32];
+/// A token's keyed hash.
+type CacheKey = u64;
 
-/// Digests of tokens seen recently: a direct-mapped table of tags, one
+/// Whether a cached session's token is `token`, compared in constant time
+/// (a token is a credential).
+fn same_token(cached: &str, token: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes()).is_ok()
+}
+
+/// Hashes of tokens seen recently: a direct-mapped table of tags, one
 /// atomic swap per lookup, no lock. A slot is overwritten by the next token
 /// that maps to it, so "seen" means "seen recently"; 16,384 slots keep a
 /// token for about a third of a second at 50,000 new tokens per second,
@@ -187,34 +222,24 @@ impl Doorkeeper {
 
     /// Whether `key` was recorded before (and still is); records it.
     fn seen_before(&self, key: &CacheKey) -> bool {
-        let word = |i: usize| {
-            u64::from_le_bytes([
-                key[i],
-                key[i + 1],
-                key[i + 2],
-                key[i + 3],
-                key[i + 4],
-                key[i + 5],
-                key[i + 6],
-                key[i + 7],
-            ])
-        };
         // Never 0, the value of an empty slot.
-        let tag = word(0) | 1;
-        let index = usize::try_from(word(8)).unwrap_or(0) % Self::SLOTS;
+        let tag = *key | 1;
+        // The slot from the high bits, the tag is the whole hash.
+        let index = usize::try_from(*key >> 32).unwrap_or(0) % Self::SLOTS;
         self.slots[index].swap(tag, Ordering::Relaxed) == tag
     }
 }
 
-/// What a cached session holds, estimated from its token: the payload text
-/// and its member index, and, once a policy has read them, the claims as
-/// CEL values (a boxed value, a string and a map slot per claim: about
-/// three times their encoded size), plus the fixed parts and the
-/// allocator's rounding. Calibrated on the benchmark's RS256 page loads
-/// (peak RSS with and without cached sessions, ÷ sessions cached): about
-/// 4.4 KB for a 900-byte token.
+/// What a cached session holds, estimated from its token: the token
+/// itself, the payload text and its member index, and, once a policy has
+/// read them, the claims as CEL values (a boxed value, a string and a map
+/// slot per claim: about three times their encoded size), plus the fixed
+/// parts and the allocator's rounding. Calibrated on the benchmark's RS256
+/// page loads (peak RSS with and without cached sessions, ÷ sessions
+/// cached): about 4.4 KB for a 900-byte token, plus the token kept for the
+/// comparison on a hit.
 fn estimated_bytes(token: &str) -> u64 {
-    512 + 5 * token.len() as u64
+    512 + 6 * token.len() as u64
 }
 
 /// A bounded map from token digest to session. Expiry is checked on
@@ -299,6 +324,7 @@ mod tests {
     fn session(weight: u64) -> Arc<Session<()>> {
         Arc::new(Session {
             derived: (),
+            token: "t".into(),
             exp: Some(u64::MAX),
             issuer: 0,
             key: KeyFingerprint::unused(),
@@ -307,7 +333,7 @@ mod tests {
     }
 
     fn key(i: u32) -> CacheKey {
-        Sha256::digest(i.to_le_bytes()).into()
+        foldhash::quality::FixedState::with_seed(7).hash_one(i)
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -340,10 +366,52 @@ mod tests {
         assert!(seen.seen_before(&key(1)));
         assert!(!seen.seen_before(&key(2)));
         // A token whose slot was taken by another is forgotten.
-        let mut other = key(1);
-        other[0] ^= 0x80;
+        let other = key(1) ^ 0x80;
         assert!(!seen.seen_before(&other));
         assert!(!seen.seen_before(&key(1)));
+    }
+
+    #[tokio::test]
+    async fn a_colliding_token_never_gets_the_cached_session() {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let secret = b"test-only-hmac-secret-0123456789abcdef";
+        let keys = KeySet::from_secret(crate::secret::Secret::new(secret.to_vec()));
+        let verifier = Verifier::new(vec![super::super::IssuerSettings {
+            issuer: None,
+            audience: vec![],
+            algorithms: vec![Algorithm::HS256],
+            leeway: super::super::IssuerSettings::DEFAULT_LEEWAY,
+            required_claims: super::super::IssuerSettings::default_required_claims(),
+            keys,
+        }]);
+        let mut auth =
+            Authenticator::new(verifier, CacheSettings::default(), |c: &Claims| c.sub().map(str::to_owned));
+        auth.every_token_collides = true;
+        let mint = |sub: &str, key: &[u8]| {
+            let claims = serde_json::json!({ "sub": sub, "exp": now_unix() + 600 });
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(key).unwrap(),
+            )
+            .unwrap()
+        };
+        let alice = mint("alice", secret);
+        for _ in 0..3 {
+            assert_eq!(auth.authenticate(&alice).await.unwrap().derived.as_deref(), Some("alice"));
+        }
+        assert_eq!(auth.stats(), (1, 2), "cached on its second use, a hit on its third");
+        // Same hash, but a forged token: refused, not served alice's session.
+        let forged = mint("alice", b"not-the-secret");
+        assert_eq!(auth.authenticate(&forged).await.unwrap_err(), AuthError::InvalidSignature);
+        let mut tampered = alice.clone();
+        tampered.push('A');
+        assert!(auth.authenticate(&tampered).await.is_err());
+        // Same hash, a valid token of someone else: their own session.
+        let bob = mint("bob", secret);
+        assert_eq!(auth.authenticate(&bob).await.unwrap().derived.as_deref(), Some("bob"));
+        assert_eq!(auth.authenticate(&alice).await.unwrap().derived.as_deref(), Some("alice"));
+        assert_eq!(auth.stats().0, 1, "no colliding token was a hit");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::keys::{KeyFingerprint, VerifyKey, parse_algorithm};
-use super::{AuthError, Claims, KeySet};
+use super::{AuthError, Claims, KeySet, MemberSpan};
 
 /// Largest token accepted, in bytes.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -129,8 +129,9 @@ impl Verifier {
             Some(Member::Number(n)) => super::number_seconds(n),
             _ => None,
         };
+        let spans = member_spans(&parsed.payload, &payload.members);
         Ok(Verified {
-            claims: Claims::from_checked_json(parsed.payload),
+            claims: Claims::from_checked_json(parsed.payload, spans),
             issuer: index,
             kid: parsed.kid,
             key: fingerprint,
@@ -379,6 +380,61 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// Where each member's name (without its quotes) and value are in the
+/// payload text, found from the names the check borrowed from it, so the
+/// session's claims need not read the payload a second time. `None` when a
+/// name has escapes (it was decoded, not borrowed) or anything is not where
+/// the JSON grammar puts it (the claims are then split from the text).
+fn member_spans(json: &str, members: &[(Name<'_>, Member<'_>)]) -> Option<Box<[MemberSpan]>> {
+    let bytes = json.as_bytes();
+    let base = json.as_ptr() as usize;
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let names = members
+        .iter()
+        .map(|(name, _)| {
+            let std::borrow::Cow::Borrowed(name) = &name.0 else { return None };
+            let start = (name.as_ptr() as usize).checked_sub(base)?;
+            let end = start.checked_add(name.len())?;
+            let quoted = start >= 1 && bytes.get(start - 1) == Some(&b'"') && bytes.get(end) == Some(&b'"');
+            quoted.then_some(start..end)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let mut spans = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        // `"name"` ws `:` ws value ws (`,` ws `"next"` | `}` ws end)
+        let mut start = name.end + 1;
+        while bytes.get(start).is_some_and(is_ws) {
+            start += 1;
+        }
+        if bytes.get(start) != Some(&b':') {
+            return None;
+        }
+        start += 1;
+        while bytes.get(start).is_some_and(is_ws) {
+            start += 1;
+        }
+        let (mut end, separator) = match names.get(i + 1) {
+            Some(next) => (next.start - 1, b','),
+            None => (bytes.len(), b'}'),
+        };
+        while end > start && is_ws(&bytes[end - 1]) {
+            end -= 1;
+        }
+        if end <= start || bytes[end - 1] != separator {
+            return None;
+        }
+        end -= 1;
+        while end > start && is_ws(&bytes[end - 1]) {
+            end -= 1;
+        }
+        if end <= start {
+            return None;
+        }
+        spans.push(MemberSpan { name: name.clone(), value: start..end });
+    }
+    Some(spans.into_boxed_slice())
+}
+
 impl<'de> Deserialize<'de> for Payload<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct PayloadVisitor;
@@ -532,7 +588,7 @@ impl<'de> Deserialize<'de> for NullOrOther {
 
 /// Verifies the signature with aws-lc-rs: HMAC directly with the key
 /// prepared at load (compared in constant time by `hmac::verify`), public
-/// keys through jsonwebtoken's aws-lc-rs backend.
+/// keys with the key parsed once per algorithm ([`super::keys::PublicKey`]).
 fn verify_signature(
     alg: Algorithm,
     key: VerifyKey<'_>,
@@ -543,12 +599,7 @@ fn verify_signature(
         VerifyKey::Hmac(key) => {
             aws_lc_rs::hmac::verify(key, signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
         }
-        VerifyKey::Public(key) => {
-            let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-            let verifier =
-                (provider.verifier_factory)(&alg, &key).map_err(|_| AuthError::InvalidSignature)?;
-            verifier.verify(signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
-        }
+        VerifyKey::Public(key) => key.verify(alg, signing_input, &signature),
     }
 }
 

@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::AuthError;
-use super::keys::{JwksKeys, KeyFingerprint};
+use super::keys::{JwksKeys, KeyFingerprint, PublicKey};
 use crate::upstream::{HttpsClient, https_client};
 
 /// Largest JWKS or discovery document accepted.
@@ -231,7 +231,7 @@ impl RemoteKeys {
         &self,
         alg: Algorithm,
         kid: Option<&str>,
-    ) -> Result<(DecodingKey, KeyFingerprint), AuthError> {
+    ) -> Result<(PublicKey, KeyFingerprint), AuthError> {
         let loaded = self.current.load();
         let Some(loaded) = loaded.as_ref() else {
             return Err(AuthError::KeysUnavailable);
