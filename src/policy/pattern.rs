@@ -11,6 +11,12 @@
 //!   `{name:REGEX}` narrows it; at most one plain capture per pattern, so the
 //!   split of a channel into captures is never ambiguous;
 //! - the whole channel name must match (`^…$`); nothing is matched by prefix.
+//!
+//! The usual shapes are matched without the regex: a literal channel, and a
+//! literal prefix (and suffix) around one plain capture (`private-user-{user}`)
+//! — a channel name holds only channel-name characters, so such a capture is
+//! whatever lies between them. Other patterns first check their literal
+//! prefix. A test holds both ways to the same answers.
 
 use std::fmt;
 
@@ -58,6 +64,18 @@ pub struct Pattern {
     kind: ChannelKind,
     regex: Regex,
     captures: Vec<String>,
+    shape: Shape,
+}
+
+/// How a channel is matched.
+#[derive(Clone, Debug)]
+enum Shape {
+    /// The pattern is one literal.
+    Literal(String),
+    /// `prefix{plain}suffix`: the capture is what lies between.
+    Around { prefix: String, suffix: String },
+    /// Anything else: the regex, after the literal prefix.
+    Regex { prefix: String },
 }
 
 /// Why a pattern does not compile. The message is for a person.
@@ -148,7 +166,17 @@ impl Pattern {
         }
         re.push('$');
         let regex = Regex::new(&re).map_err(|e| err(format!("pattern does not compile: {e}")))?;
-        Ok(Self { source: source.to_owned(), kind, regex, captures })
+        let shape = match segments.as_slice() {
+            [Segment::Literal(all)] => Shape::Literal((*all).to_owned()),
+            [Segment::Literal(prefix), Segment::Capture { regex: None, .. }] => {
+                Shape::Around { prefix: (*prefix).to_owned(), suffix: String::new() }
+            }
+            [Segment::Literal(prefix), Segment::Capture { regex: None, .. }, Segment::Literal(suffix)] => {
+                Shape::Around { prefix: (*prefix).to_owned(), suffix: (*suffix).to_owned() }
+            }
+            _ => Shape::Regex { prefix: prefix.to_owned() },
+        };
+        Ok(Self { source: source.to_owned(), kind, regex, captures, shape })
     }
 
     /// The pattern as written.
@@ -168,6 +196,30 @@ impl Pattern {
 
     /// Matches a channel; returns the captures in pattern order.
     pub fn matches<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
+        if channel.kind() != self.kind {
+            return None;
+        }
+        let name = channel.as_str();
+        match &self.shape {
+            Shape::Literal(literal) => (name == literal).then(Vec::new),
+            Shape::Around { prefix, suffix } => {
+                let capture = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                // Every character of a channel name is a channel-name
+                // character: the capture only has to be non-empty.
+                let capture_name = self.captures.first()?;
+                (!capture.is_empty()).then(|| vec![(capture_name.as_str(), capture)])
+            }
+            Shape::Regex { prefix } => {
+                if !name.starts_with(prefix.as_str()) {
+                    return None;
+                }
+                self.matches_by_regex(channel)
+            }
+        }
+    }
+
+    /// [`Pattern::matches`] by the regex alone.
+    fn matches_by_regex<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
         if channel.kind() != self.kind {
             return None;
         }
@@ -365,6 +417,67 @@ mod tests {
         assert_eq!(caps("private-lobby", "private-lobby2"), None);
         // A `.` in a literal is a literal dot, not "any character".
         assert_eq!(caps("private-a.b", "private-axb"), None);
+    }
+
+    #[test]
+    fn the_shapes_match_as_the_regex_does() {
+        let patterns = [
+            "private-user-{user}",
+            "private-org-{org}-announcements",
+            "private-{x}",
+            "private-encrypted-{x}",
+            "presence-{x}",
+            "presence-lobby",
+            "private-a.b",
+            "private-{x}-",
+            "private-doc-{doc:[0-9]+}",
+            "presence-room-{room:[0-9]{2,3}}",
+            "private-team-{team:[a-z]+}-doc-{doc}",
+            "private-{a:[a-z]+}-x-{b}-y",
+            "presence-t-{tenant:[a-z0-9]+}-room-{room}",
+        ];
+        let mut channels: Vec<String> = [
+            "private-user-alice",
+            "private-user-",
+            "private-user-a",
+            "private-users-x",
+            "private-org-acme-announcements",
+            "private-org--announcements",
+            "private-org-announcements",
+            "private-org-a-announcements-announcements",
+            "private-encrypted-x",
+            "private-x-",
+            "private--",
+            "presence-lobby",
+            "presence-lobby2",
+            "private-a.b",
+            "private-axb",
+            "private-doc-100",
+            "private-doc-1a",
+            "presence-room-404",
+            "presence-room-4",
+            "private-team-acme-doc-1-2",
+            "private-abc-x-1-y",
+            "presence-t-acme-room-7",
+            "presence-x",
+            "private-x",
+        ]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        for p in patterns {
+            channels.extend(
+                Pattern::parse(p).unwrap().samples(&mut rng, 20).iter().map(|c| c.as_str().to_owned()),
+            );
+        }
+        for p in patterns {
+            let pattern = Pattern::parse(p).unwrap();
+            for c in &channels {
+                let c = channel(c);
+                assert_eq!(pattern.matches(&c), pattern.matches_by_regex(&c), "{p} on {}", c.as_str());
+            }
+        }
     }
 
     #[test]

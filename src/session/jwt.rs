@@ -340,10 +340,28 @@ impl<'de> Deserialize<'de> for Name<'de> {
 /// is `null` (for `required_claims`).
 struct Payload<'a> {
     members: Vec<(Name<'a>, Member<'a>)>,
+    /// Where each of [`READ_CLAIMS`] is in `members`: the checks look them
+    /// up a dozen times.
+    read: [Option<usize>; READ_CLAIMS.len()],
 }
 
 /// Registered claims whose values the checks read.
-const READ_CLAIMS: [&str; 8] = ["sub", "iss", "jti", "sid", "exp", "nbf", "iat", "aud"];
+pub(super) const READ_CLAIMS: [&str; 8] = ["sub", "iss", "jti", "sid", "exp", "nbf", "iat", "aud"];
+
+/// The position of `name` in [`READ_CLAIMS`].
+pub(super) fn read_claim(name: &str) -> Option<usize> {
+    Some(match name {
+        "sub" => 0,
+        "iss" => 1,
+        "jti" => 2,
+        "sid" => 3,
+        "exp" => 4,
+        "nbf" => 5,
+        "iat" => 6,
+        "aud" => 7,
+        _ => return None,
+    })
+}
 
 /// A member's value, as far as the checks care.
 enum Member<'a> {
@@ -362,7 +380,10 @@ impl<'a> Payload<'a> {
     }
 
     fn get(&self, name: &str) -> Option<&Member<'a>> {
-        self.members.iter().find(|(n, _)| n.0 == name).map(|(_, m)| m)
+        match read_claim(name) {
+            Some(i) => self.read[i].and_then(|at| self.members.get(at)).map(|(_, m)| m),
+            None => self.members.iter().find(|(n, _)| n.0 == name).map(|(_, m)| m),
+        }
     }
 
     fn string(&self, name: &str) -> Option<&str> {
@@ -448,11 +469,14 @@ impl<'de> Deserialize<'de> for Payload<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Payload<'de>, A::Error> {
                 let mut members: Vec<(Name<'de>, Member<'de>)> = Vec::with_capacity(16);
+                let mut read = [None; READ_CLAIMS.len()];
                 while let Some(name) = access.next_key::<Name<'de>>()? {
-                    let value = if READ_CLAIMS.contains(&name.0.as_ref()) {
-                        access.next_value::<Member<'de>>()?
-                    } else {
-                        access.next_value::<NullOrOther>()?.0
+                    let value = match read_claim(&name.0) {
+                        Some(i) => {
+                            read[i] = Some(members.len());
+                            access.next_value::<Member<'de>>()?
+                        }
+                        None => access.next_value::<NullOrOther>()?.0,
                     };
                     members.push((name, value));
                 }
@@ -461,7 +485,7 @@ impl<'de> Deserialize<'de> for Payload<'de> {
                 if has_duplicates(members.iter().map(|(n, _)| n.0.as_ref())) {
                     return Err(de::Error::custom("duplicated member"));
                 }
-                Ok(Payload { members })
+                Ok(Payload { members, read })
             }
         }
 

@@ -245,6 +245,16 @@ fn hs256_mac(input: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn the_read_claims_are_looked_up_by_position() {
+    for (i, name) in jwt::READ_CLAIMS.iter().enumerate() {
+        assert_eq!(jwt::read_claim(name), Some(i), "{name}");
+    }
+    for other in ["name", "su", "subs", "Sub", ""] {
+        assert_eq!(jwt::read_claim(other), None, "{other}");
+    }
+}
+
+#[test]
 fn claims_keep_payload_order() {
     let token = hs256(&json!({ "z": 1, "sub": "u", "a": 2, "exp": NOW + 1 }));
     let claims = hmac_verifier(|_| {}).verify_at(&token, NOW).unwrap();
