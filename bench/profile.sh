@@ -4,6 +4,7 @@
 #
 #   bench/profile.sh callgrind [SCENARIO]   instructions per request (valgrind)
 #   bench/profile.sh perf [SCENARIO]        where the CPU time goes (perf record -g)
+#   bench/profile.sh cpu [SCENARIO]         CPU µs per request only (no profiler)
 #
 # Scenarios as in bench/run.sh: hs256 (default) rs256-page es256-page
 # presence batch deny10. Fresh tokens are minted for every run (each token
@@ -29,6 +30,8 @@
 #                        (the two-core scenario); wrk then shares a core.
 #   PROFILE_CLIENT_CPU   core wrk is pinned to (1)
 #   PROFILE_OUT          where the raw profile is kept (bench/results/profile)
+#   PROFILE_RATE_LIMIT=1 rate limits on (per IP and per user, limits too high
+#                        to refuse anything), to profile the limiters' cost
 #   CHANNELGATE_BIN      binary to measure (default target/release/channelgate,
 #                        not rebuilt: run `cargo build --release` first)
 set -euo pipefail
@@ -38,12 +41,12 @@ B="$ROOT/bench"
 TOOL=${1:-}
 SCENARIO=${2:-hs256}
 case "$TOOL" in
-  callgrind | perf) ;;
+  callgrind | perf | cpu) ;;
   -h | --help | "")
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
     exit 0
     ;;
-  *) echo "unknown tool $TOOL: callgrind or perf" >&2; exit 2 ;;
+  *) echo "unknown tool $TOOL: callgrind, perf or cpu" >&2; exit 2 ;;
 esac
 case "$SCENARIO" in
   hs256) ALG=hs256 MODE=single ;;
@@ -64,7 +67,7 @@ AUDIENCE=bench
 
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 say() { printf '== %s\n' "$*" >&2; }
-for tool in wrk node openssl curl taskset "$([ "$TOOL" = callgrind ] && echo valgrind || echo perf)"; do
+for tool in wrk node openssl curl taskset "$(case "$TOOL" in callgrind) echo valgrind ;; perf) echo perf ;; *) echo cat ;; esac)"; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
 done
 [ -x "$CHANNELGATE" ] || die "no binary at $CHANNELGATE (cargo build --release --locked first)"
@@ -107,6 +110,10 @@ PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 cp -r "$B/configs/policies" "$RUN/"
 sed "s/@PORT@/$PORT/; s/@ADMIN_PORT@/$ADMIN_PORT/" "$B/configs/$ALG.yaml" >"$RUN/channelgate.yaml"
+if [ "${PROFILE_RATE_LIMIT:-0}" = 1 ]; then
+  sed -i 's|^rate_limit: .*|rate_limit: { per_ip: 10000000/s, per_ip_burst: 10000000, per_user: 10000/s, per_user_burst: 10000 }|' \
+    "$RUN/channelgate.yaml"
+fi
 
 # ---------------------------------------------------------------- start
 cd "$RUN"
@@ -160,18 +167,25 @@ if [ "$TOOL" = callgrind ]; then
   echo "raw profile: $OUT/callgrind-$STAMP.out (callgrind_annotate / kcachegrind)"
 else
   ticks_before=$(cpu_ticks "$PID")
-  perf record -g -o "$RUN/perf.data" -p "$PID" -- sleep "$((SECONDS_RUN + 1))" >/dev/null 2>&1 &
-  PERF=$!
-  sleep 0.5
+  if [ "$TOOL" = perf ]; then
+    perf record -g -o "$RUN/perf.data" -p "$PID" -- sleep "$((SECONDS_RUN + 1))" >/dev/null 2>&1 &
+    PERF=$!
+    sleep 0.5
+  fi
+  busy_before=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
   load
+  busy_after=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
   ticks_after=$(cpu_ticks "$PID")
-  wait "$PERF" || true
+  [ "$TOOL" = perf ] && { wait "$PERF" || true; }
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""
   cpu_s=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
   printf 'scenario %s, %s requests in %s s, %s connections, cpus %s\n' "$SCENARIO" "$REQUESTS" "$SECONDS_RUN" "$CONNECTIONS" "$CPUS"
-  printf 'CPU µs per request: %.1f (server CPU %.2f s)\n\n' "$(awk -v c="$cpu_s" -v r="$REQUESTS" 'BEGIN { print c * 1e6 / r }')" "$cpu_s"
+  printf 'CPU µs per request: %.1f (server CPU %.2f s; the whole machine was busy %.2f s)\n\n' \
+    "$(awk -v c="$cpu_s" -v r="$REQUESTS" 'BEGIN { print c * 1e6 / r }')" "$cpu_s" \
+    "$(awk -v t=$((busy_after - busy_before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')"
+  [ "$TOOL" = perf ] || exit 0
   cp "$RUN/perf.data" "$OUT/perf-$STAMP.data"
   { perf report -i "$RUN/perf.data" --no-children --sort dso --stdio 2>/dev/null |
     grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -8

@@ -74,6 +74,8 @@ struct LazyClaims {
 
 struct LazyMember {
     name: MemberName,
+    /// [`short_word`] of the name: most lookups compare this word only.
+    word: u64,
     /// The member's value, as JSON text in `text`.
     raw: std::ops::Range<usize>,
     val: std::sync::OnceLock<Box<dyn Val>>,
@@ -101,7 +103,11 @@ impl LazyClaims {
                     std::borrow::Cow::Owned(n) => MemberName::Decoded(n.into_boxed_str()),
                 };
                 let at = offset(value.get());
-                LazyMember { name, raw: at..at + value.get().len(), val: std::sync::OnceLock::new() }
+                let word = short_word(match &name {
+                    MemberName::At(at) => &text[at.clone()],
+                    MemberName::Decoded(n) => n,
+                });
+                LazyMember { name, word, raw: at..at + value.get().len(), val: std::sync::OnceLock::new() }
             })
             .collect();
         Some(Self { text, members, whole: std::sync::OnceLock::new() })
@@ -119,9 +125,14 @@ impl LazyClaims {
                 .find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
             return Some(value.as_ref());
         }
-        let member = self.members.iter().rev().find(|m| match &m.name {
-            MemberName::At(at) => &self.text[at.clone()] == name,
-            MemberName::Decoded(n) => &**n == name,
+        let word = short_word(name);
+        let member = self.members.iter().rev().find(|m| {
+            m.word == word
+                && (name.len() <= 7
+                    || match &m.name {
+                        MemberName::At(at) => &self.text[at.clone()] == name,
+                        MemberName::Decoded(n) => &**n == name,
+                    })
         })?;
         let val = member.val.get_or_init(|| {
             serde_json::from_str::<ValOf>(&self.text[member.raw.clone()])
@@ -238,6 +249,17 @@ impl Indexer for LazyClaims {
     }
 }
 
+/// A name's length and its first seven bytes in one word: equal words
+/// mean equal names for names of up to seven bytes (claim names mostly are).
+fn short_word(name: &str) -> u64 {
+    let mut word = [0u8; 8];
+    word[0] = name.len().min(255) as u8;
+    for (slot, byte) in word[1..].iter_mut().zip(name.bytes()) {
+        *slot = byte;
+    }
+    u64::from_le_bytes(word)
+}
+
 /// A JSON object's members, borrowed from its text.
 struct RawMembers<'de>(Vec<(KeyName<'de>, &'de serde_json::value::RawValue)>);
 
@@ -296,7 +318,13 @@ impl TokenValue {
             if json.get(name.clone()).is_none() || json.get(raw.clone()).is_none_or(str::is_empty) {
                 return None;
             }
-            located.push(LazyMember { name: MemberName::At(name), raw, val: std::sync::OnceLock::new() });
+            let word = short_word(&json[name.clone()]);
+            located.push(LazyMember {
+                name: MemberName::At(name),
+                word,
+                raw,
+                val: std::sync::OnceLock::new(),
+            });
         }
         Some(Self(Repr::Lazy(LazyClaims {
             text: json.into(),
@@ -621,6 +649,18 @@ mod tests {
         let mut empty = members;
         empty[0].1 = 3..3;
         assert!(TokenValue::from_located_members(text, empty.into_iter()).is_none());
+    }
+
+    #[test]
+    fn member_names_that_share_a_prefix_are_told_apart() {
+        let text = r#"{"organization_1":"a","organization_2":"b","o":"c","o\u0000":"d","":"e"}"#;
+        let lazy = TokenValue::from_json_text(text).unwrap();
+        assert_eq!(lazy.claim_str("organization_1"), Some("a"));
+        assert_eq!(lazy.claim_str("organization_2"), Some("b"));
+        assert_eq!(lazy.claim_str("organization_3"), None);
+        assert_eq!(lazy.claim_str("o"), Some("c"));
+        assert_eq!(lazy.claim_str("o\u{0}"), Some("d"));
+        assert_eq!(lazy.claim_str(""), Some("e"));
     }
 
     #[test]

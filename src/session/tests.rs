@@ -255,6 +255,27 @@ fn the_read_claims_are_looked_up_by_position() {
 }
 
 #[test]
+fn duplicate_names_are_found_short_long_and_many() {
+    let dup = |names: &[&str]| jwt::has_duplicates(names.iter().copied());
+    assert!(!dup(&["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid", "name", "email"]));
+    assert!(dup(&["sub", "iss", "aud", "exp", "iat", "sub"]));
+    assert!(dup(&["", "a", ""]));
+    assert!(!dup(&["", "a", "\0"]));
+    assert!(!dup(&["abcdefg", "abcdefgh", "abcdefgi"]), "same first seven bytes");
+    assert!(dup(&["abcdefgh", "x", "abcdefgh"]));
+    assert!(!dup(&["a\0", "a"]), "a NUL is not padding");
+    let long_a = "n".repeat(300);
+    let long_b = format!("{}m", "n".repeat(299));
+    assert!(!dup(&[long_a.as_str(), long_b.as_str()]), "lengths past 255 compare in full");
+    assert!(dup(&[long_a.as_str(), "x", long_a.as_str()]));
+    let many: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    assert!(!jwt::has_duplicates(many.iter().map(String::as_str)));
+    let mut repeated = many.clone();
+    repeated.push("c7".to_owned());
+    assert!(jwt::has_duplicates(repeated.iter().map(String::as_str)));
+}
+
+#[test]
 fn claims_keep_payload_order() {
     let token = hs256(&json!({ "z": 1, "sub": "u", "a": 2, "exp": NOW + 1 }));
     let claims = hmac_verifier(|_| {}).verify_at(&token, NOW).unwrap();
