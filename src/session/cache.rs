@@ -158,18 +158,19 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         };
         let exp = verified.exp;
         let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now)));
+        let cache = self.cache.as_ref().filter(|_| {
+            !ttl.is_zero() && (!self.cheap_to_verify(verified.issuer) || self.seen.seen_before(&key))
+        });
         let session = Arc::new(Session {
             derived: (self.derive)(&verified.claims),
-            token: token.into(),
+            // Kept for the comparison on a hit: only a cached session needs it.
+            token: if cache.is_some() { token.into() } else { Box::default() },
             exp,
             issuer: verified.issuer,
             key: verified.key,
             weight: estimated_bytes(token),
         });
-        if let Some(cache) = &self.cache
-            && !ttl.is_zero()
-            && (!self.cheap_to_verify(session.issuer) || self.seen.seen_before(&key))
-        {
+        if let Some(cache) = cache {
             cache.insert(key, session.clone(), ttl);
         }
         Ok(session)
