@@ -18,6 +18,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,7 +33,9 @@ use channelgate::policy::TokenValue;
 use channelgate::policy::{Policy, Request};
 use channelgate::pusher::{ChannelName, MasterKey, Signer, SocketId};
 use channelgate::secret::Secret;
-use channelgate::session::{Authenticator, CacheSettings, Claims, IssuerSettings, KeySet, Verifier};
+use channelgate::session::{
+    Authenticator, CacheSettings, Claims, IssuerSettings, KeySet, Now, TokenCache, Verifier,
+};
 
 const HS_SECRET: &[u8] = b"benchmark-jwt-secret-0123456789abcdef";
 const ISSUER: &str = "https://auth.bench.example";
@@ -205,16 +208,19 @@ fn verify(c: &mut Criterion) {
         // A miss: verification plus the claims' CEL value, no cache.
         let uncached = Authenticator::new(
             verifier(alg),
-            CacheSettings { capacity: 0, ..CacheSettings::default() },
+            Arc::new(TokenCache::new(CacheSettings { capacity: 0, ..CacheSettings::default() })),
             to_cel,
         );
         g.bench_function(format!("{name}/authenticate_uncached"), |b| {
-            b.iter(|| black_box(rt.block_on(uncached.authenticate(black_box(&token))).unwrap()))
+            b.iter(|| {
+                black_box(rt.block_on(uncached.authenticate(black_box(&token), Now::system())).unwrap())
+            })
         });
-        let cached = Authenticator::new(verifier(alg), CacheSettings::default(), to_cel);
-        rt.block_on(cached.authenticate(&token)).unwrap();
+        let cached =
+            Authenticator::new(verifier(alg), Arc::new(TokenCache::new(CacheSettings::default())), to_cel);
+        rt.block_on(cached.authenticate(&token, Now::system())).unwrap();
         g.bench_function(format!("{name}/authenticate_cached"), |b| {
-            b.iter(|| black_box(rt.block_on(cached.authenticate(black_box(&token))).unwrap()))
+            b.iter(|| black_box(rt.block_on(cached.authenticate(black_box(&token), Now::system())).unwrap()))
         });
     }
     g.finish();

@@ -1,19 +1,27 @@
 //! Wiring and lifecycle.
 //!
-//! A validated [`Config`] plus compiled policies become a [`Gateway`]:
-//! everything a request needs, read-only behind an `Arc`. The [`Runtime`]
-//! holds the current gateway in an atomic pointer and swaps in a new one on
-//! reload (file change or SIGHUP) only after the new config, policies and
-//! certificates all validate; a request keeps the gateway it started with.
-//! What must outlive reloads — metrics, the audit sink, issuer keys already
-//! fetched, the draining flag — lives in the runtime. [`App`] binds the
-//! listeners and runs the startup and shutdown sequence.
+//! A validated [`Config`] (plain data) plus compiled policies become a
+//! [`Gateway`]: everything a request needs, read-only behind an `Arc`. The
+//! [`Runtime`] holds the current gateway in an atomic pointer and swaps in a
+//! new one on reload (file change or SIGHUP, see `reload.rs`) only after the
+//! new config, policies and certificates all validate; a request keeps the
+//! gateway it started with.
+//!
+//! The runtime owns the live objects and keeps them across reloads while
+//! their settings stay the same ([`Live`]): the issuers' remote key sets
+//! (with what they fetched), the verified-token cache and its counters, the
+//! rate limiters (a 429 survives a reload), the outgoing HTTPS client; and,
+//! for the process's life, metrics, the audit sink, revocations and the
+//! draining flag. [`App`] binds the listeners and runs the startup and
+//! shutdown sequence.
+
+mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -21,18 +29,21 @@ use tokio::net::TcpListener;
 
 use crate::audit::Audit;
 use crate::config::{
-    Config, ConfigErrors, Cors, HttpSettings, Mode, PublishSettings, TlsFiles, WebhookSettings,
+    Config, ConfigErrors, Cors, HttpSettings, KeySpec, Mode, PublishSettings, RateLimitSettings, RemoteSpec,
+    TlsFiles, WebhookSettings,
 };
 use crate::http::limit::RateLimits;
+use crate::jwks::{KeyStatus, RemoteKeys};
 use crate::policy::{Policy, TokenValue};
 use crate::pusher::Signer;
 use crate::revocation::Revocations;
 use crate::secret::Secret;
-use crate::session::remote::{FetchError, KeyStatus, RemoteKeys};
-use crate::session::{Authenticator, Claims, KeySet, TokenSource, Verifier};
-use crate::telemetry::{Metrics, ResultLabels};
+use crate::session::{Authenticator, Claims, KeySet, TokenCache, TokenSource, Verifier};
+use crate::telemetry::Metrics;
 use crate::upstream::{HttpsClient, PusherApi, https_client};
 use crate::yaml::SourceError;
+
+use reload::Watched;
 
 /// Everything a request needs. Read-only once built.
 #[derive(Debug)]
@@ -52,8 +63,8 @@ pub struct Gateway {
     pub cors: Cors,
     /// Endpoint paths and limits.
     pub http: HttpSettings,
-    /// Rate limiters.
-    pub limits: RateLimits,
+    /// Rate limiters (owned by the runtime; shared across reloads).
+    pub limits: Arc<RateLimits>,
     /// The Pusher app id.
     pub app_id: String,
     /// The Pusher REST API with the real credentials, when `api_url` is set.
@@ -66,6 +77,8 @@ pub struct Gateway {
     pub webhooks: Option<(WebhookSettings, HttpsClient)>,
     /// The Pusher-protocol server signed for (`target:`), for lints.
     pub target: Option<crate::policy::lint::Target>,
+    /// The issuers whose keys are fetched (also inside `sessions`).
+    remote: Vec<(Option<String>, Arc<RemoteKeys>)>,
 }
 
 /// What a session derives from its verified claims: their CEL value,
@@ -86,12 +99,9 @@ fn claims_to_cel(claims: &Claims) -> TokenValue {
 }
 
 impl Gateway {
-    /// Issuers whose keys are fetched, with their position in the config.
+    /// Issuers whose keys are fetched, with their configured `issuer`.
     pub fn remote_issuers(&self) -> impl Iterator<Item = (Option<&str>, &Arc<RemoteKeys>)> {
-        self.sessions.verifier().issuers().iter().filter_map(|i| match &i.keys {
-            KeySet::Remote(r) => Some((i.issuer.as_deref(), r)),
-            _ => None,
-        })
+        self.remote.iter().map(|(iss, keys)| (iss.as_deref(), keys))
     }
 
     /// Ready when every remote issuer's keys were fetched at least once
@@ -113,8 +123,27 @@ impl Gateway {
     }
 }
 
+/// The live objects a configuration uses, owned by the runtime: a reload
+/// reuses each one whose settings did not change.
+#[derive(Clone)]
+struct Live {
+    /// Remote key sets by what they fetch.
+    remote: Vec<(RemoteSpec, Arc<RemoteKeys>)>,
+    /// The verified-token cache.
+    cache: Option<Arc<TokenCache<TokenValue>>>,
+    /// The rate limiters and their settings.
+    limits: Option<(RateLimitSettings, Arc<RateLimits>)>,
+    /// The HTTPS client (system roots) for the REST API and webhooks.
+    client: Option<HttpsClient>,
+}
+
+impl Live {
+    fn empty() -> Self {
+        Self { remote: Vec::new(), cache: None, limits: None, client: None }
+    }
+}
+
 /// The running service: what survives reloads.
-#[derive(Debug)]
 pub struct Runtime {
     current: ArcSwap<Gateway>,
     tls: ArcSwapOption<rustls::ServerConfig>,
@@ -125,62 +154,21 @@ pub struct Runtime {
     pub audit: Audit,
     /// Revocations (store fixed at startup).
     pub revocations: Arc<Revocations>,
+    /// The config file, as an absolute path.
     config_path: PathBuf,
-    watched: std::sync::Mutex<Watched>,
-    reload_lock: std::sync::Mutex<()>,
+    /// The live objects; the lock also makes reloads one at a time.
+    live: tokio::sync::Mutex<Live>,
+    /// What the file watcher watches; replaced by every reload.
+    watched: tokio::sync::watch::Sender<Arc<Watched>>,
     listen: SocketAddr,
     admin_listen: Option<SocketAddr>,
     watch: bool,
 }
 
-/// Paths whose change triggers a reload.
-#[derive(Debug, Clone, Default)]
-struct Watched {
-    files: Vec<PathBuf>,
-    policies: PathBuf,
-}
-
-impl Watched {
-    fn of(config: &Config) -> Self {
-        let mut files = vec![config.source.clone()];
-        if let Some(t) = &config.tls {
-            files.push(t.cert.clone());
-            files.push(t.key.clone());
-        }
-        Self { files, policies: config.policies.clone() }
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("config_path", &self.config_path).finish_non_exhaustive()
     }
-
-    /// Folders to watch (non-recursively, except the policy folder).
-    fn folders(&self) -> Vec<(PathBuf, bool)> {
-        let mut out: Vec<(PathBuf, bool)> = Vec::new();
-        for f in &self.files {
-            if let Some(parent) = f.parent() {
-                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-                out.push((parent.to_owned(), false));
-            }
-        }
-        if self.policies.is_dir() {
-            out.push((self.policies.clone(), true));
-        } else if let Some(parent) = self.policies.parent() {
-            out.push((parent.to_owned(), false));
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-
-    fn is_relevant(&self, path: &Path) -> bool {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // Kubernetes swaps mounted files through a `..data` symlink.
-        name.starts_with("..")
-            || self.files.iter().any(|f| same_file(f, path))
-            || path.starts_with(&self.policies)
-            || same_file(&self.policies, path)
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b || (a.file_name() == b.file_name() && a.canonicalize().ok() == b.canonicalize().ok())
 }
 
 impl Runtime {
@@ -211,55 +199,18 @@ impl Runtime {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
-
-    /// Re-reads config, policies and certificates and swaps them in if all
-    /// of them are valid. On error nothing changes, the errors (with
-    /// file:line) are returned and logged, and a failed reload is counted.
-    pub fn reload(&self) -> Result<(), ConfigErrors> {
-        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let old = self.gateway();
-        let result = Config::load(&self.config_path).and_then(|config| {
-            if config.listen != self.listen || config.admin_listen != self.admin_listen {
-                tracing::warn!("listen addresses changed; they take effect after a restart");
-            }
-            let watched = Watched::of(&config);
-            let (gateway, tls) = build(config, Some(&old))?;
-            Ok((gateway, tls, watched))
-        });
-        match result {
-            Ok((gateway, tls, watched)) => {
-                let gateway = Arc::new(gateway);
-                self.current.store(gateway.clone());
-                if tls.is_some() || self.tls.load().is_some() {
-                    self.tls.store(tls);
-                }
-                if let Ok(mut w) = self.watched.lock() {
-                    *w = watched;
-                }
-                spawn_key_refresh(&gateway, None);
-                self.metrics.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
-                tracing::info!(rules = gateway.policy.rules().len(), "configuration reloaded");
-                crate::diagnose::log_warnings(&gateway);
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.reloads.get_or_create(&ResultLabels { result: "error" }).inc();
-                for err in &e.0 {
-                    tracing::error!(error = %err, "reload refused; the running configuration stays in force");
-                }
-                Err(e)
-            }
-        }
-    }
 }
 
-/// Builds a gateway (and TLS config) from a validated config. Issuer keys
-/// already fetched by `previous` for the same source are kept, so a reload
-/// never makes the gateway wait for its issuers again.
+/// Builds a gateway (and TLS config) from a validated config, reusing the
+/// live objects of `live` whose settings are unchanged; returns the live
+/// objects the new gateway uses. Reads policy and certificate files and may
+/// load system roots: call it off the request threads.
 fn build(
-    mut config: Config,
-    previous: Option<&Gateway>,
-) -> Result<(Gateway, Option<Arc<rustls::ServerConfig>>), ConfigErrors> {
+    config: Config,
+    live: &Live,
+) -> Result<(Gateway, Option<Arc<rustls::ServerConfig>>, Live), ConfigErrors> {
+    let source = config.source.clone();
+    let config_error = |message: String| ConfigErrors(vec![SourceError::new(&source, 0, 0, message)]);
     let mut errors: Vec<SourceError> = Vec::new();
     let policy =
         Policy::load(&config.policies, config.max_member_bytes).map_err(|mut e| errors.append(&mut e));
@@ -273,41 +224,68 @@ fn build(
     let Ok(tls) = tls else {
         return Err(ConfigErrors(errors));
     };
-    if let Some(previous) = previous {
-        for issuer in &mut config.issuers {
-            if let KeySet::Remote(new) = &issuer.keys
-                && let Some((_, old)) = previous.remote_issuers().find(|(_, old)| old.same_source(new))
-            {
-                issuer.keys = KeySet::Remote(old.clone());
+
+    // Issuers: remote key sets kept by spec, so a reload never makes the
+    // gateway wait for its issuers again.
+    let mut next = Live { remote: Vec::new(), cache: None, limits: None, client: live.client.clone() };
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    let mut remote = Vec::new();
+    for issuer in &config.issuers {
+        let keys = match &issuer.keys {
+            KeySpec::Static(keys) => keys.clone(),
+            KeySpec::Remote(spec) => {
+                let kept =
+                    next.remote.iter().chain(&live.remote).find(|(s, _)| s == spec).map(|(_, k)| k.clone());
+                let keys = match kept {
+                    Some(k) => k,
+                    None => Arc::new(
+                        RemoteKeys::new(spec.source.clone(), spec.settings.clone())
+                            .map_err(|e| config_error(format!("session.jwt: {e}")))?,
+                    ),
+                };
+                if !next.remote.iter().any(|(s, _)| s == spec) {
+                    next.remote.push((spec.clone(), keys.clone()));
+                }
+                remote.push((issuer.issuer.clone(), keys.clone()));
+                KeySet::Remote(keys)
             }
-        }
+        };
+        issuers.push(issuer.settings(keys));
     }
-    let pusher_api = match (&config.api_url, &config.publish) {
-        (Some(url), publish) => {
+    let cache = match &live.cache {
+        Some(cache) if cache.settings() == config.token_cache => cache.clone(),
+        _ => Arc::new(TokenCache::new(config.token_cache)),
+    };
+    next.cache = Some(cache.clone());
+    let limits = match &live.limits {
+        Some((settings, limits)) if *settings == config.rate_limit => limits.clone(),
+        _ => Arc::new(RateLimits::new(&config.rate_limit)),
+    };
+    next.limits = Some((config.rate_limit.clone(), limits.clone()));
+
+    let needs_client = config.api_url.is_some() || config.webhooks.is_some();
+    let client = match (&next.client, needs_client) {
+        (Some(c), _) => Some(c.clone()),
+        (None, true) => Some(https_client(&[]).map_err(config_error)?),
+        (None, false) => None,
+    };
+    next.client = client.clone();
+    let pusher_api = match (&config.api_url, &client) {
+        (Some(url), Some(client)) => {
             let (timeout, retries) =
-                publish.as_ref().map_or((Duration::from_secs(5), 2), |p| (p.timeout, p.retries));
-            Some(
-                PusherApi::new(
-                    url.clone(),
-                    config.signer.app_key().to_owned(),
-                    config.pusher_secret.clone(),
-                    timeout,
-                    retries,
-                )
-                .map_err(|e| {
-                    ConfigErrors(vec![SourceError::new(&config.source, 0, 0, format!("pusher.api_url: {e}"))])
-                })?,
-            )
+                config.publish.as_ref().map_or((Duration::from_secs(5), 2), |p| (p.timeout, p.retries));
+            Some(PusherApi::new(
+                client.clone(),
+                url.clone(),
+                config.signer.app_key().to_owned(),
+                config.pusher_secret.clone(),
+                timeout,
+                retries,
+            ))
         }
-        (None, _) => None,
+        _ => None,
     };
-    let webhooks = match config.webhooks {
-        Some(w) => Some((
-            w,
-            https_client(&[]).map_err(|e| ConfigErrors(vec![SourceError::new(&config.source, 0, 0, e)]))?,
-        )),
-        None => None,
-    };
+    let webhooks = config.webhooks.zip(client);
     let gateway = Gateway {
         app_id: config.app_id,
         pusher_api,
@@ -316,15 +294,16 @@ fn build(
         webhooks,
         mode: config.mode,
         signer: config.signer,
-        sessions: Authenticator::new(Verifier::new(config.issuers), config.token_cache, claims_to_cel),
+        sessions: Authenticator::new(Verifier::new(issuers), cache, claims_to_cel),
         token_sources: config.token_sources,
         policy,
         cors: config.cors,
         http: config.http,
-        limits: RateLimits::new(&config.rate_limit),
+        limits,
         target: config.target,
+        remote,
     };
-    Ok((gateway, tls))
+    Ok((gateway, tls, next))
 }
 
 /// Starts the background refresh of each remote issuer that has none yet.
@@ -337,35 +316,7 @@ fn spawn_key_refresh(gateway: &Gateway, fatal: Option<&tokio::sync::mpsc::Sender
         if !remote.claim_refresh_task() {
             continue;
         }
-        handle.spawn(keep_keys_fresh(Arc::downgrade(remote), fatal.cloned()));
-    }
-}
-
-/// The background refresh of one issuer's keys: fetches when the key set's
-/// schedule says so (before the issuer's Cache-Control lifetime ends; while
-/// stale or never fetched, every 1–10 s with backoff) and sleeps otherwise,
-/// woken early whenever the schedule changes (a refetch elsewhere) or the
-/// key set is dropped. The task holds only a weak reference while it
-/// sleeps: it ends when no gateway uses the key set any more.
-async fn keep_keys_fresh(weak: Weak<RemoteKeys>, fatal: Option<tokio::sync::mpsc::Sender<String>>) {
-    loop {
-        let Some(remote) = weak.upgrade() else { return };
-        let wait = remote.until_next_attempt();
-        if wait.is_zero() {
-            if let Err((e @ FetchError::IssuerMismatch { .. }, _)) = remote.refresh().await
-                && !remote.is_loaded()
-                && let Some(fatal) = &fatal
-            {
-                let _ = fatal.try_send(e.to_string());
-            }
-            continue;
-        }
-        let wake = remote.waker();
-        drop(remote);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = wake.notified() => {}
-        }
+        handle.spawn(crate::jwks::keep_fresh(Arc::downgrade(remote), fatal.cloned()));
     }
 }
 
@@ -386,7 +337,8 @@ impl App {
 
     /// Builds the runtime for a validated config.
     pub fn from_config(config: Config) -> Result<App, ConfigErrors> {
-        let source = config.source.clone();
+        // Reloads read the same file whatever the working directory is then.
+        let source = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
         let (listen, admin_listen, watch) = (config.listen, config.admin_listen, config.watch);
         let watched = Watched::of(&config);
         let audit = match &config.audit {
@@ -401,7 +353,7 @@ impl App {
             })?,
         };
         let revocations = Revocations::new(&config.revocation);
-        let (gateway, tls) = build(config, None)?;
+        let (gateway, tls, live) = build(config, &Live::empty())?;
         let runtime = Arc::new_cyclic(|weak| Runtime {
             revocations,
             current: ArcSwap::from_pointee(gateway),
@@ -410,8 +362,8 @@ impl App {
             metrics: Metrics::new(weak.clone()),
             audit,
             config_path: source,
-            watched: std::sync::Mutex::new(watched),
-            reload_lock: std::sync::Mutex::new(()),
+            live: tokio::sync::Mutex::new(live),
+            watched: tokio::sync::watch::Sender::new(Arc::new(watched)),
             listen,
             admin_listen,
             watch,
@@ -472,8 +424,10 @@ impl App {
                 rt.gateway().limits.retain_recent();
             }
         }));
-        tasks.push(tokio::spawn(reload_on_sighup(Arc::downgrade(&rt))));
-        let _watcher = if rt.watch { watch_files(&rt) } else { None };
+        tasks.push(tokio::spawn(reload::on_sighup(Arc::downgrade(&rt))));
+        if rt.watch {
+            tasks.push(tokio::spawn(reload::watch_files(Arc::downgrade(&rt))));
+        }
 
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = admin.map(|listener| {
@@ -514,58 +468,4 @@ impl App {
             None => Ok(()),
         }
     }
-}
-
-/// Reloads on SIGHUP.
-async fn reload_on_sighup(rt: Weak<Runtime>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let Some(rt) = rt.upgrade() else { return };
-            tracing::info!("SIGHUP: reloading");
-            let _ = rt.reload();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = rt;
-}
-
-/// Watches config, policy and certificate files; a change reloads after a
-/// short quiet period (editors write files in several steps).
-fn watch_files(rt: &Arc<Runtime>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
-    let watched = rt.watched.lock().ok()?.clone();
-    let filter = watched.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !matches!(event.kind, notify::EventKind::Access(_))
-            && event.paths.iter().any(|p| filter.is_relevant(p))
-        {
-            let _ = tx.try_send(());
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP"))
-    .ok()?;
-    for (folder, recursive) in watched.folders() {
-        let mode =
-            if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
-        if let Err(e) = watcher.watch(&folder, mode) {
-            tracing::warn!(folder = %folder.display(), error = %e, "cannot watch folder; reload with SIGHUP");
-        }
-    }
-    let weak = Arc::downgrade(rt);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
-            let Some(rt) = weak.upgrade() else { return };
-            tracing::info!("a watched file changed: reloading");
-            let _ = rt.reload();
-        }
-    });
-    Some(watcher)
 }

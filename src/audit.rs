@@ -31,7 +31,7 @@ const QUEUE: usize = 16 * 1024;
 
 /// One audit event.
 #[derive(Debug, Serialize)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     /// RFC 3339 time.
     pub ts: String,
     /// Always `"decision"`.
@@ -69,7 +69,7 @@ pub struct Event<'a> {
 
 /// A shadow rule's outcome, as logged.
 #[derive(Debug, Serialize)]
-pub struct ShadowOutcome<'a> {
+pub(crate) struct ShadowOutcome<'a> {
     /// The shadow rule.
     pub rule: &'a str,
     /// `allow` or `deny`.
@@ -81,7 +81,7 @@ pub struct ShadowOutcome<'a> {
 /// One request to the publish proxy (the REST API an official server SDK
 /// calls on the admin listener), as logged.
 #[derive(Debug, Serialize)]
-pub struct RestEvent<'a> {
+pub(crate) struct RestEvent<'a> {
     /// RFC 3339 time.
     pub ts: String,
     /// Always `"rest"`.
@@ -325,7 +325,7 @@ fn json_str(out: &mut String, s: &str) {
 
 /// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`). The
 /// date and time of day are formatted once per second on each thread.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     thread_local! {
         /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS.`.
         static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };

@@ -336,7 +336,6 @@ fn check(path: &Path, fetch: bool) -> ExitCode {
         }
     };
     let target = config.target;
-    let issuer_warnings = crate::diagnose::issuer_warnings(&config.issuers);
     let app = match App::from_config(config) {
         Ok(app) => app,
         Err(e) => {
@@ -346,6 +345,7 @@ fn check(path: &Path, fetch: bool) -> ExitCode {
         }
     };
     let gw = app.gateway();
+    let issuer_warnings = crate::diagnose::issuer_warnings(gw.sessions.verifier().issuers());
     for w in &issuer_warnings {
         eprintln!("warning: {w}");
     }
@@ -589,7 +589,7 @@ fn explain(
                     c.as_map().clone()
                 }
                 Err(e) => {
-                    let refusal = crate::http::error::ApiError::from_auth(e);
+                    let refusal = crate::http::error::ApiError::from(e);
                     println!(
                         "token:    refused: {} (reason {}); the request would get {}",
                         refusal.message(),
@@ -670,7 +670,7 @@ fn explain(
             let status = crate::http::error::ApiError::denied(&reason, rule.as_deref()).status();
             println!(
                 "decision: DENY ({}: {reason}); the request would get {}",
-                reason.code(),
+                reason.reason(),
                 status.as_u16()
             );
             ExitCode::FAILURE
@@ -692,7 +692,7 @@ fn token(path: &Path, sub: &str, extra: &[String], ttl: Duration) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let Some((issuer, secret)) = config.issuers.iter().find_map(|i| match &i.keys {
-        KeySet::Secret(s) => Some((i, s.secret())),
+        crate::config::KeySpec::Static(KeySet::Secret(s)) => Some((i, s.secret())),
         _ => None,
     }) else {
         eprintln!("error: no issuer with an HS `secret` to sign with");

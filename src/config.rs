@@ -18,9 +18,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::jwks::{KeySource, RemoteSettings};
 use crate::pusher::{MasterKey, Signer};
 use crate::secret::Secret;
-use crate::session::{IssuerSettings, TokenSource};
+use crate::session::{IssuerSettings, KeySet, TokenSource};
 use crate::yaml::SourceError;
 
 /// Process exit code for an invalid configuration (EX_CONFIG).
@@ -57,8 +58,8 @@ pub struct Config {
     pub api_url: Option<url::Url>,
     /// Where session tokens are looked for, in order.
     pub token_sources: Vec<TokenSource>,
-    /// JWT issuers with their keys.
-    pub issuers: Vec<IssuerSettings>,
+    /// JWT issuers with their keys (or where to fetch them).
+    pub issuers: Vec<IssuerConfig>,
     /// Verified-token cache bounds.
     pub token_cache: crate::session::CacheSettings,
     /// Cross-origin settings.
@@ -88,6 +89,74 @@ pub struct Config {
     pub publish: Option<PublishSettings>,
     /// Webhook relay settings.
     pub webhooks: Option<WebhookSettings>,
+}
+
+/// One JWT issuer as configured: its checks, and its keys or where they
+/// are fetched from. Plain data: the runtime turns it into
+/// [`IssuerSettings`] with live keys.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Expected `iss`; `None` = not checked (single-issuer mode only).
+    pub issuer: Option<String>,
+    /// Accepted audiences; empty = `aud` not checked.
+    pub audience: Vec<String>,
+    /// Algorithm allow-list, non-empty.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
+    /// The keys.
+    pub keys: KeySpec,
+}
+
+impl IssuerConfig {
+    /// The verifier's settings for this issuer, with `keys`.
+    pub fn settings(&self, keys: KeySet) -> IssuerSettings {
+        IssuerSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            algorithms: self.algorithms.clone(),
+            leeway: self.leeway,
+            required_claims: self.required_claims.clone(),
+            keys,
+        }
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySpec {
+    /// Loaded with the configuration (a secret, a PEM key, a JWKS file).
+    Static(KeySet),
+    /// Fetched from the issuer at run time.
+    Remote(RemoteSpec),
+}
+
+impl KeySpec {
+    /// Whether tokens signed with `alg` can be verified with these keys
+    /// (remote keys: any asymmetric algorithm, before they are fetched).
+    pub fn supports(&self, alg: jsonwebtoken::Algorithm) -> bool {
+        match self {
+            KeySpec::Static(keys) => keys.supports(alg),
+            KeySpec::Remote(_) => !matches!(
+                alg,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            ),
+        }
+    }
+}
+
+/// A key set fetched over HTTPS: where from, and how often. Two equal
+/// specs are one key set: a reload keeps it (and what it fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// JWKS URL or OIDC discovery.
+    pub source: KeySource,
+    /// Refresh bounds, timeouts, extra CAs.
+    pub settings: RemoteSettings,
 }
 
 /// Where revocations live.
@@ -208,7 +277,7 @@ impl Rate {
 }
 
 /// Rate limiting per client IP and per user (DESIGN §10).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Off switch.
     pub enabled: bool,

@@ -15,7 +15,7 @@ use crate::session::IssuerSettings;
 
 /// How to fix a failed fetch of issuer keys, recognised from the text of
 /// its error chain. `None` when nothing specific is recognised.
-pub fn fetch_error_hint(chain: &str) -> Option<&'static str> {
+pub(crate) fn fetch_error_hint(chain: &str) -> Option<&'static str> {
     const HINTS: &[(&[&str], &str)] = &[
         (
             &["UnknownIssuer"],
@@ -67,7 +67,7 @@ pub fn fetch_error_hint(chain: &str) -> Option<&'static str> {
 }
 
 /// `chain` followed by its hint, if any (never twice).
-pub fn with_fetch_hint(chain: String) -> String {
+pub(crate) fn with_fetch_hint(chain: String) -> String {
     match fetch_error_hint(&chain) {
         Some(hint) if !chain.contains("(hint: ") => format!("{chain} (hint: {hint})"),
         _ => chain,
@@ -75,7 +75,7 @@ pub fn with_fetch_hint(chain: String) -> String {
 }
 
 /// Issuers that accept tokens of any issuer or any audience.
-pub fn issuer_warnings(issuers: &[IssuerSettings]) -> Vec<String> {
+pub(crate) fn issuer_warnings(issuers: &[IssuerSettings]) -> Vec<String> {
     let several = issuers.len() > 1;
     let mut out = Vec::new();
     for (i, issuer) in issuers.iter().enumerate() {
@@ -98,7 +98,7 @@ pub fn issuer_warnings(issuers: &[IssuerSettings]) -> Vec<String> {
 
 /// Logs the configuration's warnings and the policy's lint findings, as
 /// `channelgate check` prints them: at `serve` start and after a reload.
-pub fn log_warnings(gw: &Gateway) {
+pub(crate) fn log_warnings(gw: &Gateway) {
     for warning in issuer_warnings(gw.sessions.verifier().issuers()) {
         tracing::warn!("{warning}");
     }

@@ -1,12 +1,16 @@
-//! HTTP: routing, CORS, and the service handed to hyper.
+//! HTTP: routing, the request context, and the service handed to hyper.
 //!
 //! Invariants:
 //! - the service never fails: every error is a response (a failed service
 //!   would make hyper close the connection without one);
-//! - only `error.rs` chooses error statuses and bodies;
+//! - one outcome per request: handlers return an [`handlers::Outcome`] (the
+//!   answer and the decisions behind it), and [`handle`] alone records audit
+//!   events, decision and request metrics, and the refusal log line;
+//! - only `error.rs` chooses statuses and bodies;
 //! - responses to auth requests are never cached (`Cache-Control: no-store`);
 //! - the `Authorization` header, cookies and bodies are never logged.
 
+pub mod cors;
 pub mod error;
 pub mod handlers;
 pub mod limit;
@@ -15,19 +19,22 @@ pub mod server;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 
 use crate::app::{Gateway, Runtime};
-use crate::telemetry::{RequestLabels, ScopeLabels};
+use crate::audit::{Event, ShadowOutcome, now_rfc3339};
+use crate::reason::Reason;
+use crate::telemetry::{DecisionLabels, RequestLabels, ShadowLabels};
 use error::ApiError;
-use handlers::Audit;
+use handlers::{Decided, Outcome};
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,38 +56,62 @@ pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
 const REQUEST_ID: &str = "x-request-id";
 
-/// A JSON response with the headers every answer carries.
-pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
+/// What a handler needs to know about its request besides the body: the
+/// runtime, the gateway the request keeps to the end (whatever a reload
+/// does), the request head, its id, the client address (after trusted
+/// proxies) and when it started.
+pub(crate) struct Ctx<'a> {
+    /// What outlives reloads: metrics, audit, revocations.
+    pub rt: &'a Runtime,
+    /// The configuration in force when the request arrived.
+    pub gw: &'a Gateway,
+    /// Method, URI, headers.
+    pub parts: &'a Parts,
+    /// The request id (`X-Request-Id`).
+    pub request_id: &'a str,
+    /// The client address, after trusted proxies.
+    pub client: IpAddr,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The time the request is decided at (read once).
+    pub now: crate::session::Now,
+}
+
+impl Ctx<'_> {
+    /// A request header that appears once and is visible ASCII.
+    pub(crate) fn header(&self, name: http::header::HeaderName) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 /// The tower service handed to hyper, outermost layer first:
 /// - catch-panic: a bug in a handler becomes a 500 for that request instead
 ///   of a dropped connection (handlers are written not to panic; this is the
 ///   last line of defence, and it logs);
-/// - the router and handlers ([`handle`]), which turn every refusal into a
-///   response, so the service's error type is `Infallible`.
+/// - the router and handlers ([`handle`], [`crate::admin::handle`]), which
+///   turn every refusal into a response, so the service's error type is
+///   `Infallible`.
 ///
-/// Timeouts live below: header reads in the connection builder, body reads
-/// in [`request::read`].
-pub fn service(
+/// Timeouts live below: from accept to the first request head in the accept
+/// loop, later heads in the connection builder, bodies in [`request::read`].
+/// Generic over the request body, so tests call it in process with
+/// `tower::ServiceExt::oneshot`.
+pub fn service<B>(
     rt: Arc<Runtime>,
     peer: SocketAddr,
     role: Listener,
 ) -> impl tower::Service<
-    Request<hyper::body::Incoming>,
+    Request<B>,
     Response = Response<ServiceBody>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<ServiceBody>, Infallible>> + Send + 'static,
 > + Clone
 + Send
-+ 'static {
++ 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     tower::ServiceBuilder::new()
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .service_fn(move |req| {
@@ -96,13 +127,50 @@ pub fn service(
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked; answered 500");
-    json_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        r#"{"error":"internal error","reason":"internal"}"#.into(),
-    )
+    ApiError::new(Reason::Internal, "internal error").into_response(false)
 }
 
-/// Handles one request. Never fails.
+/// The public listener's routes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Channel,
+    User,
+    Webhook,
+    Health,
+    Ready,
+    Other,
+}
+
+impl Route {
+    fn of(gw: &Gateway, path: &str) -> Self {
+        if path == gw.http.auth_path {
+            Route::Channel
+        } else if path == gw.http.user_auth_path {
+            Route::User
+        } else if gw.webhooks.as_ref().is_some_and(|(w, _)| path == w.path) {
+            Route::Webhook
+        } else if path == HEALTHZ {
+            Route::Health
+        } else if path == READYZ {
+            Route::Ready
+        } else {
+            Route::Other
+        }
+    }
+
+    /// The `endpoint` label of request metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Channel => "auth",
+            Route::User => "user_auth",
+            Route::Webhook => "webhook",
+            Route::Health | Route::Ready => "health",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Handles one request on the public listener. Never fails.
 pub async fn handle<B>(
     rt: Arc<Runtime>,
     peer: SocketAddr,
@@ -117,134 +185,149 @@ where
     let gw = rt.gateway();
     let request_id = request_id(req.headers());
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
-    let mut audit = Audit::new(request_id.clone(), started);
+    let route = Route::of(&gw, parts.uri.path());
+    let client = gw.limits.client_ip(peer.ip(), &parts.headers);
+    let now = crate::session::Now::system();
+    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, started, now };
 
-    let endpoint = if path == gw.http.auth_path {
-        Some(Endpoint::Channel)
-    } else if path == gw.http.user_auth_path {
-        Some(Endpoint::User)
-    } else {
-        None
+    let outcome = match (route, &parts.method) {
+        (Route::Channel | Route::User, &Method::OPTIONS) => Outcome::response(cors::preflight(&cx)),
+        (Route::Channel, &Method::POST) => handlers::channel_auth(&cx, body).await,
+        (Route::User, &Method::POST) => handlers::user_auth(&cx, body).await,
+        (Route::Channel | Route::User, _) => Outcome::refused(ApiError::method_not_allowed("POST, OPTIONS")),
+        (Route::Webhook, _) => Outcome::from(crate::webhook::relay(&cx, body).await),
+        (Route::Health, &Method::GET | &Method::HEAD) => Outcome::answer(r#"{"status":"ok"}"#.into()),
+        (Route::Ready, &Method::GET | &Method::HEAD) => Outcome::response(readiness(&rt)),
+        (Route::Health | Route::Ready, _) => Outcome::refused(ApiError::method_not_allowed("GET, HEAD")),
+        (Route::Other, _) => Outcome::refused(ApiError::not_found()),
     };
+    let mut resp = finish(&cx, outcome);
 
-    if let Some((settings, _)) = &gw.webhooks
-        && path == settings.path
-    {
-        return Ok(webhook(&gw, parts, body).await);
-    }
-
-    let result: Result<Response<Body>, ApiError> = match (endpoint, &parts.method) {
-        (Some(_), &Method::OPTIONS) => Ok(preflight(&gw, &parts.headers)),
-        (Some(endpoint), &Method::POST) => {
-            let client = gw.limits.client_ip(peer.ip(), &parts.headers);
-            audit.client = Some(client);
-            let read = match gw.limits.check_ip(client) {
-                Ok(()) => {
-                    request::read(&parts.headers, body, gw.http.max_body_bytes, gw.http.request_timeout).await
-                }
-                Err(l) => {
-                    rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "ip" }).inc();
-                    Err(ApiError::limited(l))
-                }
-            };
-            match read {
-                Ok(fields) => {
-                    let answer = match endpoint {
-                        Endpoint::Channel => {
-                            handlers::channel_auth(&rt, &gw, &parts, &fields, &mut audit).await
-                        }
-                        Endpoint::User => handlers::user_auth(&rt, &gw, &parts, &fields, &mut audit).await,
-                    };
-                    answer.map(|body| json_response(StatusCode::OK, body))
-                }
-                Err(e) => Err(e),
-            }
-        }
-        (Some(_), _) => Err(ApiError::MethodNotAllowed { allow: "POST, OPTIONS" }),
-        (None, &Method::GET | &Method::HEAD) if path == HEALTHZ => {
-            Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))
-        }
-        (None, &Method::GET | &Method::HEAD) if path == READYZ => Ok(readiness(&rt)),
-        (None, _) if path == HEALTHZ || path == READYZ => {
-            Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
-        }
-        (None, _) => Err(ApiError::NotFound),
-    };
-
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // A policy decision is already one audit line (when the audit log
-            // is on); other refusals are logged here.
-            let logged = audit.recorded && rt.audit.enabled();
-            macro_rules! refused {
-                ($level:ident) => {
-                    tracing::$level!(
-                        request_id = %request_id,
-                        method = %parts.method,
-                        path = %path,
-                        status = e.status().as_u16(),
-                        reason = e.reason(),
-                        client = %audit.client.map(|c| c.to_string()).unwrap_or_default(),
-                        user = audit.user.as_deref().unwrap_or(""),
-                        channel = audit.channel.as_deref().unwrap_or(""),
-                        "request refused"
-                    )
-                };
-            }
-            if logged {
-                refused!(debug);
-            } else {
-                refused!(info);
-            }
-            // Session, CSRF and rate-limit refusals are decisions too.
-            if !audit.recorded
-                && (audit.channel.is_some() || endpoint == Some(Endpoint::User))
-                && e.status().as_u16() != 400
-            {
-                let kind = if endpoint == Some(Endpoint::User) { "signin" } else { "channel" };
-                let channel = audit.channel.clone();
-                audit.record(&rt, kind, channel.as_deref(), None, Some((e.reason(), "")), &[]);
-            }
-            e.into_response(gw.mode == crate::config::Mode::Development)
-        }
-    };
     // A refused preflight carries no grants, or the browser would go ahead.
-    if !(parts.method == Method::OPTIONS && resp.status() == StatusCode::FORBIDDEN) {
-        cors_headers(&gw, &parts.headers, resp.headers_mut());
+    let refused_preflight = parts.method == Method::OPTIONS && resp.status().is_client_error();
+    if matches!(route, Route::Channel | Route::User) && !refused_preflight {
+        cors::add_headers(&gw, &parts.headers, resp.headers_mut());
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
-    let endpoint_label = match endpoint {
-        Some(Endpoint::Channel) => "auth",
-        Some(Endpoint::User) => "user_auth",
-        None if path == HEALTHZ || path == READYZ => "health",
-        None => "other",
-    };
-    rt.metrics
-        .requests
-        .get_or_create(&RequestLabels { endpoint: endpoint_label, status: resp.status().as_u16() })
-        .inc();
-    if endpoint.is_some() && parts.method == Method::POST {
-        crate::telemetry::observe(&rt.metrics, endpoint_label, started.elapsed().as_secs_f64());
+    let status = resp.status().as_u16();
+    rt.metrics.requests.get_or_create(&RequestLabels { endpoint: route.label(), status }).inc();
+    if matches!(route, Route::Channel | Route::User) && parts.method == Method::POST {
+        crate::telemetry::observe(&rt.metrics, route.label(), started.elapsed().as_secs_f64());
     }
     tracing::debug!(
         request_id = %request_id,
         method = %parts.method,
-        path = %path,
-        status = resp.status().as_u16(),
+        path = %parts.uri.path(),
+        status,
         latency_us = started.elapsed().as_micros() as u64,
         "request"
     );
     Ok(resp)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Channel,
-    User,
+/// Records what a request did — one audit event and one set of decision
+/// metrics per decision, a log line for a refusal — and builds its response.
+fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
+    let Outcome { answer, decisions, user } = outcome;
+    for decided in &decisions {
+        record(cx, decided, user.as_deref());
+    }
+    match answer {
+        Ok(handlers::Answer::Json(body)) => error::ok(body),
+        Ok(handlers::Answer::Response(resp)) => resp,
+        Err(e) => {
+            // A decision is already an audit line (when the audit log is
+            // on): then the refusal is logged at debug only.
+            let audited = !decisions.is_empty() && cx.rt.audit.enabled();
+            let channel = decisions.first().and_then(|d| d.channel.as_deref()).unwrap_or("");
+            macro_rules! refused {
+                ($level:ident) => {
+                    tracing::$level!(
+                        request_id = %cx.request_id,
+                        method = %cx.parts.method,
+                        path = %cx.parts.uri.path(),
+                        status = e.status().as_u16(),
+                        reason = %e.reason(),
+                        client = %cx.client,
+                        user = user.as_deref().unwrap_or(""),
+                        channel,
+                        "request refused"
+                    )
+                };
+            }
+            if audited {
+                refused!(debug);
+            } else {
+                refused!(info);
+            }
+            e.into_response(cx.gw.mode == crate::config::Mode::Development)
+        }
+    }
+}
+
+/// One decision: the decision metrics, a debug line, an audit event.
+fn record(cx: &Ctx<'_>, d: &Decided, user: Option<&str>) {
+    let rt = cx.rt;
+    let (decision, reason, detail) = match &d.denial {
+        None => ("allow", None, ""),
+        Some((reason, detail)) => ("deny", Some(*reason), detail.as_str()),
+    };
+    let rule = d.rule.as_deref();
+    rt.metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            kind: d.kind.as_str(),
+            rule: rule.unwrap_or("").to_owned(),
+            result: decision,
+            reason: reason.map_or("", Reason::as_str),
+        })
+        .inc();
+    for s in &d.shadow {
+        rt.metrics
+            .shadow
+            .get_or_create(&ShadowLabels {
+                rule: s.rule.to_string(),
+                result: if s.allow { "allow" } else { "deny" },
+            })
+            .inc();
+    }
+    tracing::debug!(
+        request_id = %cx.request_id,
+        user = user.unwrap_or(""),
+        channel = d.channel.as_deref().unwrap_or(""),
+        rule = rule.unwrap_or(""),
+        decision,
+        reason = reason.map_or("", Reason::as_str),
+        "decision"
+    );
+    if rt.audit.enabled() {
+        let shadow: Vec<ShadowOutcome<'_>> = d
+            .shadow
+            .iter()
+            .map(|s| ShadowOutcome {
+                rule: &s.rule,
+                decision: if s.allow { "allow" } else { "deny" },
+                reason: s.reason.map_or("", Reason::as_str),
+            })
+            .collect();
+        rt.audit.record(&Event {
+            ts: now_rfc3339(),
+            event: "decision",
+            request_id: cx.request_id,
+            kind: d.kind.as_str(),
+            client: Some(cx.client),
+            user,
+            channel: d.channel.as_deref(),
+            rule,
+            decision,
+            reason: reason.map_or("", Reason::as_str),
+            detail,
+            latency_us: u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            shadow: &shadow,
+        });
+    }
 }
 
 /// Readiness, with the state of each remote issuer's keys (no key
@@ -268,9 +351,7 @@ pub(crate) fn readiness(rt: &Runtime) -> Response<Body> {
     } else {
         "not ready"
     };
-    let body = serde_json::json!({ "status": status, "issuers": issuers });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(status, body.to_string())
+    error::readiness(ready, serde_json::json!({ "status": status, "issuers": issuers }).to_string())
 }
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
@@ -306,105 +387,6 @@ fn hex_digits(n: u64, out: &mut [u8; 16]) -> usize {
         *slot = HEX[((n >> shift) & 0xf) as usize];
     }
     len
-}
-
-fn allowed_origin<'a>(gw: &Gateway, headers: &'a HeaderMap) -> Option<&'a str> {
-    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
-    gw.cors.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)).then_some(origin)
-}
-
-/// Adds the CORS headers for an allowed origin. Credentials are allowed
-/// (for teams that send cookies cross-origin), so the origin is echoed,
-/// never `*`.
-fn cors_headers(gw: &Gateway, req: &HeaderMap, resp: &mut HeaderMap) {
-    resp.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = allowed_origin(gw, req)
-        && let Ok(v) = HeaderValue::from_str(origin)
-    {
-        resp.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        resp.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-    }
-}
-
-/// Answers `OPTIONS`: a CORS preflight from an allowed origin for `POST`
-/// with allowed headers gets 204 and the grants; a refused preflight gets
-/// 403 without them (the browser then blocks the request).
-fn preflight(gw: &Gateway, headers: &HeaderMap) -> Response<Body> {
-    let Some(method) = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD) else {
-        let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-        return resp;
-    };
-    let refuse = |why: &str| {
-        tracing::info!(reason = why, "CORS preflight refused");
-        ApiError::Forbidden {
-            reason: "cors_refused",
-            message: format!("CORS preflight refused: {why}"),
-            rule: None,
-        }
-        .into_response(false)
-    };
-    if allowed_origin(gw, headers).is_none() {
-        return refuse("origin not allowed");
-    }
-    if method.as_bytes() != b"POST" {
-        return refuse("only POST is allowed");
-    }
-    let mut requested = Vec::new();
-    for value in headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-        let Ok(value) = value.to_str() else { return refuse("unreadable header list") };
-        for h in value.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()) {
-            if !gw.cors.allowed_headers.contains(&h) {
-                return refuse("a requested header is not allowed");
-            }
-            requested.push(h);
-        }
-    }
-    let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
-    let h = resp.headers_mut();
-    h.remove(header::CONTENT_TYPE);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-    if !requested.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&requested.join(", "))
-    {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&gw.cors.max_age.as_secs().to_string()) {
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
-    }
-    resp
-}
-
-/// The webhook relay (see [`crate::webhook`]).
-async fn webhook<B>(gw: &Gateway, parts: http::request::Parts, body: B) -> Response<Body>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    use http_body_util::BodyExt;
-    let Some((settings, _)) = &gw.webhooks else { return ApiError::NotFound.into_response(false) };
-    if parts.method != Method::POST {
-        return ApiError::MethodNotAllowed { allow: "POST" }.into_response(false);
-    }
-    let limited = http_body_util::Limited::new(body, 64 * 1024).collect();
-    let bytes = match tokio::time::timeout(gw.http.request_timeout, limited).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(_)) => return ApiError::PayloadTooLarge { limit: 64 * 1024 }.into_response(false),
-        Err(_) => return ApiError::Timeout.into_response(false),
-    };
-    let max_age_ms = u64::try_from(settings.max_age.as_millis()).unwrap_or(u64::MAX);
-    if let Err(refusal) =
-        crate::webhook::verify(gw, &parts.headers, &bytes, max_age_ms, crate::webhook::now_ms())
-    {
-        let (status, reason) = refusal.status_reason();
-        tracing::warn!(reason, "webhook refused; not forwarded");
-        let body = serde_json::json!({"error": "webhook refused", "reason": reason}).to_string();
-        return json_response(status, body);
-    }
-    let status = crate::webhook::forward(gw, &parts.headers, bytes).await;
-    tracing::info!(status = status.as_u16(), "webhook forwarded");
-    let body = serde_json::json!({"forwarded": status.is_success(), "status": status.as_u16()}).to_string();
-    json_response(if status.is_success() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, body)
 }
 
 #[cfg(test)]

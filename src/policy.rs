@@ -75,16 +75,6 @@ impl Rule {
     pub fn pattern(&self) -> &Pattern {
         &self.pattern
     }
-
-    /// Where the rule was written.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    /// Whether the rule is a shadow rule (evaluated and logged, not enforced).
-    pub fn is_shadow(&self) -> bool {
-        self.shadow
-    }
 }
 
 /// A compiled CEL expression and its source text.

@@ -34,13 +34,17 @@
 //! to `publish.max_payload_bytes` (10 KiB by default); an encrypted channel
 //! must be the event's only channel.
 
+pub(crate) mod proxy;
+
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::Method;
 use serde_json::{Map, Value};
 
 use crate::app::Gateway;
 use crate::config::PublishClient;
+use crate::http::error::ApiError;
 use crate::pusher::{ChannelKind, ChannelName, SocketId, crypto, js_json, rest};
+use crate::reason::Reason;
 
 /// Most channels per event.
 const MAX_CHANNELS: usize = 100;
@@ -49,28 +53,17 @@ const MAX_BATCH: usize = 10;
 /// Longest event name.
 const MAX_EVENT_NAME: usize = 200;
 /// Largest accepted request body.
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// Largest clock skew accepted on `auth_timestamp`.
 const MAX_SKEW_SECS: u64 = 600;
 
-/// A refusal: status, reason code, message.
-#[derive(Debug)]
-pub struct Refusal {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable reason code.
-    pub reason: &'static str,
-    /// For a person.
-    pub message: String,
-}
-
-fn bad(reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { status: StatusCode::BAD_REQUEST, reason, message: message.into() }
+fn bad(reason: Reason, message: impl Into<String>) -> ApiError {
+    ApiError::new(reason, message.into())
 }
 
 /// Which REST endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `POST /apps/{id}/events`.
     Events,
     /// `POST /apps/{id}/batch_events`.
@@ -87,7 +80,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The one method the endpoint takes.
-    pub fn method(self) -> Method {
+    pub(crate) fn method(self) -> Method {
         match self {
             Endpoint::Events | Endpoint::BatchEvents | Endpoint::TerminateUser => Method::POST,
             Endpoint::Channels | Endpoint::Channel | Endpoint::ChannelUsers => Method::GET,
@@ -95,7 +88,7 @@ impl Endpoint {
     }
 
     /// Name in the audit log.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Events => "events",
             Endpoint::BatchEvents => "batch_events",
@@ -118,7 +111,7 @@ impl Endpoint {
 
 /// A routed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     /// The endpoint.
     pub endpoint: Endpoint,
     /// The `{id}` in the path; `None` for `/users/{user}/terminate_connections`.
@@ -128,12 +121,12 @@ pub struct Route {
 }
 
 /// Whether `path` is the publish proxy's to answer (`/apps/…`, `/users/…`).
-pub fn is_proxy_path(path: &str) -> bool {
+pub(crate) fn is_proxy_path(path: &str) -> bool {
     path.starts_with("/apps/") || path.starts_with("/users/")
 }
 
 /// Routes a proxy path; an unknown one is 404 `unknown_endpoint`.
-pub fn route(path: &str) -> Result<Route, Refusal> {
+pub(crate) fn route(path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let routed = |endpoint, app_id: &str, subject: Option<&str>| Route {
         endpoint,
@@ -156,17 +149,13 @@ pub fn route(path: &str) -> Result<Route, Refusal> {
         ["users", user, "terminate_connections"] => {
             Ok(Route { endpoint: Endpoint::TerminateUser, app_id: None, subject: Some((*user).to_owned()) })
         }
-        _ => Err(Refusal {
-            status: StatusCode::NOT_FOUND,
-            reason: "unknown_endpoint",
-            message: "not a REST endpoint the publish proxy serves".into(),
-        }),
+        _ => Err(ApiError::new(Reason::UnknownEndpoint, "not a REST endpoint the publish proxy serves")),
     }
 }
 
 /// A verified request, ready to be re-signed and forwarded.
 #[derive(Debug)]
-pub struct Forward {
+pub(crate) struct Forward {
     /// The local key that signed it.
     pub key: String,
     /// The path on the real app (`/apps/{real id}/…`).
@@ -186,23 +175,16 @@ fn valid_user_id(s: &str) -> bool {
 /// Checks the local signature of a routed request (whose method is
 /// `route.endpoint.method()`), then prepares what to forward. On a refusal
 /// after the signature verified, the local key is returned with it.
-pub fn prepare(
+pub(crate) fn prepare(
     gw: &Gateway,
     route: &Route,
     path: &str,
     query: &str,
     body: &[u8],
     now: u64,
-) -> Result<Forward, (Refusal, Option<String>)> {
+) -> Result<Forward, (ApiError, Option<String>)> {
     let Some(settings) = &gw.publish else {
-        return Err((
-            Refusal {
-                status: StatusCode::NOT_FOUND,
-                reason: "not_found",
-                message: "publishing is not enabled".into(),
-            },
-            None,
-        ));
+        return Err((ApiError::new(Reason::NotFound, "publishing is not enabled"), None));
     };
     let method = route.endpoint.method();
     let key = rest::verify(
@@ -214,19 +196,10 @@ pub fn prepare(
         now,
         MAX_SKEW_SECS,
     )
-    .map_err(|e| {
-        (Refusal { status: StatusCode::UNAUTHORIZED, reason: e.reason(), message: e.to_string() }, None)
-    })?;
+    .map_err(|e| (ApiError::from(e), None))?;
     let Some(client) = settings.clients.iter().find(|c| c.key == key) else {
         // verify found the key a moment ago.
-        return Err((
-            Refusal {
-                status: StatusCode::UNAUTHORIZED,
-                reason: "unknown_key",
-                message: "unknown auth_key".into(),
-            },
-            None,
-        ));
+        return Err((ApiError::new(Reason::UnknownKey, "unknown auth_key"), None));
     };
     prepare_verified(gw, client, settings.max_payload_bytes, route, query, body)
         .map_err(|r| (r, Some(client.key.clone())))
@@ -239,16 +212,15 @@ fn prepare_verified(
     route: &Route,
     query: &str,
     body: &[u8],
-) -> Result<Forward, Refusal> {
+) -> Result<Forward, ApiError> {
     let expected = client.app_id.as_deref().unwrap_or(&gw.app_id);
     if let Some(id) = &route.app_id
         && id != expected
     {
-        return Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            reason: "app_id_mismatch",
-            message: format!("publish client `{}` publishes to app `{expected}`, not `{id}`", client.key),
-        });
+        return Err(ApiError::new(
+            Reason::AppIdMismatch,
+            format!("publish client `{}` publishes to app `{expected}`, not `{id}`", client.key),
+        ));
     }
     let params = params(route.endpoint, query)?;
     let real = &gw.app_id;
@@ -260,12 +232,12 @@ fn prepare_verified(
         }
         Endpoint::Channels | Endpoint::Channel | Endpoint::ChannelUsers => {
             if !body.is_empty() {
-                return Err(bad("invalid_body", "a GET carries no body"));
+                return Err(bad(Reason::InvalidBody, "a GET carries no body"));
             }
             let path = match route.endpoint {
                 Endpoint::Channels => format!("/apps/{real}/channels"),
                 endpoint => {
-                    let channel = ChannelName::parse(subject).map_err(|e| bad(e.reason(), e.to_string()))?;
+                    let channel = ChannelName::parse(subject).map_err(|e| ApiError::from(&e))?;
                     let users = if endpoint == Endpoint::ChannelUsers { "/users" } else { "" };
                     format!("/apps/{real}/channels/{}{users}", channel.as_str())
                 }
@@ -274,10 +246,13 @@ fn prepare_verified(
         }
         Endpoint::TerminateUser => {
             if !valid_user_id(subject) {
-                return Err(bad("invalid_user_id", "a user id is 1 to 200 characters of [A-Za-z0-9_-=@,.;]"));
+                return Err(bad(
+                    Reason::MalformedUserId,
+                    "a user id is 1 to 200 characters of [A-Za-z0-9_-=@,.;]",
+                ));
             }
             if !matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(m)) if m.is_empty()) {
-                return Err(bad("invalid_body", "terminate_connections takes the body `{}`"));
+                return Err(bad(Reason::InvalidBody, "terminate_connections takes the body `{}`"));
             }
             (format!("/apps/{real}/users/{subject}/terminate_connections"), Bytes::from_static(b"{}"))
         }
@@ -287,7 +262,7 @@ fn prepare_verified(
 
 /// The request's query parameters other than authentication's, checked
 /// against what the endpoint takes.
-fn params(endpoint: Endpoint, query: &str) -> Result<Vec<(String, String)>, Refusal> {
+fn params(endpoint: Endpoint, query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if rest::is_auth_param(&k) {
@@ -297,12 +272,12 @@ fn params(endpoint: Endpoint, query: &str) -> Result<Vec<(String, String)>, Refu
             let allowed = endpoint.params().join(", ");
             let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed };
             return Err(bad(
-                "unknown_parameter",
+                Reason::UnknownParameter,
                 format!("unknown query parameter `{k:.40}` (this endpoint takes: {allowed})"),
             ));
         }
         if out.iter().any(|(known, _)| *known == k) {
-            return Err(bad("duplicate_parameter", format!("`{k}` is given twice")));
+            return Err(bad(Reason::DuplicateParameter, format!("`{k}` is given twice")));
         }
         let valid = match k.as_ref() {
             "info" => {
@@ -313,7 +288,7 @@ fn params(endpoint: Endpoint, query: &str) -> Result<Vec<(String, String)>, Refu
             _ => v.len() <= 200 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-=@,.;#".contains(c)),
         };
         if !valid {
-            return Err(bad("invalid_parameter", format!("`{k}` has an invalid value")));
+            return Err(bad(Reason::InvalidParameter, format!("`{k}` has an invalid value")));
         }
         out.push((k.into_owned(), v.into_owned()));
     }
@@ -328,24 +303,24 @@ fn prepare_events(
     max_payload: usize,
     endpoint: Endpoint,
     body: &[u8],
-) -> Result<Bytes, Refusal> {
+) -> Result<Bytes, ApiError> {
     let mut doc: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(m)) => m,
-        _ => return Err(bad("invalid_body", "the body is not a JSON object")),
+        _ => return Err(bad(Reason::InvalidBody, "the body is not a JSON object")),
     };
     let mut changed = false;
     if endpoint == Endpoint::Events {
         changed |= prepare_event(gw, client, &mut doc, max_payload, false)?;
     } else {
         let Some(Value::Array(items)) = doc.get_mut("batch") else {
-            return Err(bad("invalid_body", "`batch` must be a list of events"));
+            return Err(bad(Reason::InvalidBody, "`batch` must be a list of events"));
         };
         if items.is_empty() || items.len() > MAX_BATCH {
-            return Err(bad("batch_too_large", format!("a batch holds 1 to {MAX_BATCH} events")));
+            return Err(bad(Reason::BatchTooLarge, format!("a batch holds 1 to {MAX_BATCH} events")));
         }
         for item in items.iter_mut() {
             let Value::Object(event) = item else {
-                return Err(bad("invalid_body", "a batch item is not an object"));
+                return Err(bad(Reason::InvalidBody, "a batch item is not an object"));
             };
             changed |= prepare_event(gw, client, event, max_payload, true)?;
         }
@@ -365,30 +340,29 @@ fn prepare_event(
     event: &mut Map<String, Value>,
     max_payload: usize,
     batch: bool,
-) -> Result<bool, Refusal> {
+) -> Result<bool, ApiError> {
     let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
     if name.is_empty() || name.chars().count() > MAX_EVENT_NAME {
-        return Err(bad("invalid_event_name", format!("`name` must be 1 to {MAX_EVENT_NAME} characters")));
+        return Err(bad(
+            Reason::InvalidEventName,
+            format!("`name` must be 1 to {MAX_EVENT_NAME} characters"),
+        ));
     }
     let Some(data) = event.get("data").and_then(Value::as_str) else {
-        return Err(bad("invalid_data", "`data` must be a string (the REST API's shape)"));
+        return Err(bad(Reason::InvalidData, "`data` must be a string (the REST API's shape)"));
     };
     if data.len() > max_payload {
-        return Err(Refusal {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            reason: "payload_too_large",
-            message: format!("`data` is over {max_payload} bytes"),
-        });
+        return Err(ApiError::new(Reason::PayloadTooLarge, format!("`data` is over {max_payload} bytes")));
     }
     if let Some(socket) = event.get("socket_id")
         && socket.as_str().is_none_or(|s| SocketId::parse(s).is_err())
     {
-        return Err(bad("invalid_socket_id", "`socket_id` is not a socket id"));
+        return Err(bad(Reason::InvalidSocketId, "`socket_id` is not a socket id"));
     }
     let channels: Vec<String> = if batch {
         match event.get("channel").and_then(Value::as_str) {
             Some(c) => vec![c.to_owned()],
-            None => return Err(bad("invalid_channel_name", "a batch event needs `channel`")),
+            None => return Err(bad(Reason::InvalidChannelName, "a batch event needs `channel`")),
         }
     } else {
         match (event.get("channels"), event.get("channel")) {
@@ -396,13 +370,13 @@ fn prepare_event(
                 .iter()
                 .map(|c| c.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("invalid_channel_name", "`channels` must hold strings"))?,
+                .ok_or_else(|| bad(Reason::InvalidChannelName, "`channels` must hold strings"))?,
             (None, Some(Value::String(c))) => vec![c.clone()],
-            _ => return Err(bad("invalid_channel_name", "give `channels` (a list) or `channel`")),
+            _ => return Err(bad(Reason::InvalidChannelName, "give `channels` (a list) or `channel`")),
         }
     };
     if channels.is_empty() || channels.len() > MAX_CHANNELS {
-        return Err(bad("too_many_channels", format!("an event goes to 1 to {MAX_CHANNELS} channels")));
+        return Err(bad(Reason::TooManyChannels, format!("an event goes to 1 to {MAX_CHANNELS} channels")));
     }
     let mut encrypted = None;
     for c in &channels {
@@ -412,28 +386,31 @@ fn prepare_event(
                 && user.len() <= 200
                 && user.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-=@,.;".contains(ch));
             if !valid {
-                return Err(bad("invalid_channel_name", "invalid `#server-to-user-` channel"));
+                return Err(bad(Reason::InvalidChannelName, "invalid `#server-to-user-` channel"));
             }
             continue;
         }
-        let channel = ChannelName::parse(c).map_err(|e| bad(e.reason(), e.to_string()))?;
+        let channel = ChannelName::parse(c).map_err(|e| ApiError::from(&e))?;
         if channel.kind() == ChannelKind::PrivateEncrypted {
             encrypted = Some(channel);
         }
     }
     let Some(channel) = encrypted else { return Ok(false) };
     if channels.len() > 1 {
-        return Err(bad("encrypted_multiple_channels", "an encrypted event must go to exactly one channel"));
+        return Err(bad(
+            Reason::EncryptedMultipleChannels,
+            "an encrypted event must go to exactly one channel",
+        ));
     }
     let Some(master) = gw.signer.master_key() else {
-        return Err(bad("encryption_not_configured", "no encryption_master_key is configured"));
+        return Err(bad(Reason::PublishEncryptionNotConfigured, "no encryption_master_key is configured"));
     };
     let opened;
     let plaintext: &[u8] = if crypto::looks_sealed(data) {
         // Sealed by the SDK with the client's local master key.
         let Some(local) = &client.master_key else {
             return Err(bad(
-                "undecryptable_payload",
+                Reason::UndecryptablePayload,
                 format!(
                     "the payload is sealed, but publish client `{}` has no encryption_master_key to open it",
                     client.key
@@ -442,7 +419,7 @@ fn prepare_event(
         };
         opened = crypto::open(&local.shared_secret_bytes(channel.as_str()), data).map_err(|e| {
             bad(
-                "undecryptable_payload",
+                Reason::UndecryptablePayload,
                 format!("{e} (publish client `{}`, channel {})", client.key, channel.as_str()),
             )
         })?;
@@ -451,11 +428,8 @@ fn prepare_event(
         data.as_bytes()
     };
     let key = master.shared_secret_bytes(channel.as_str());
-    let sealed = crypto::encrypt(&key, plaintext).ok_or_else(|| Refusal {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        reason: "rng_unavailable",
-        message: "could not draw a nonce".into(),
-    })?;
+    let sealed = crypto::encrypt(&key, plaintext)
+        .ok_or_else(|| ApiError::new(Reason::RngUnavailable, "could not draw a nonce"))?;
     event.insert("data".into(), Value::String(sealed));
     Ok(true)
 }
@@ -501,8 +475,8 @@ mod tests {
             "/users/alice",
             "/apps/1001/revocations",
         ] {
-            let r = route(unknown).err().map(|r| (r.status, r.reason));
-            assert_eq!(r, Some((StatusCode::NOT_FOUND, "unknown_endpoint")), "{unknown}");
+            let r = route(unknown).err().map(|r| r.reason());
+            assert_eq!(r, Some(Reason::UnknownEndpoint), "{unknown}");
         }
         assert!(is_proxy_path("/apps/x") && is_proxy_path("/users/x") && !is_proxy_path("/admin/users"));
         assert_eq!(Endpoint::Channel.method(), Method::GET);
@@ -531,7 +505,7 @@ mod tests {
             (Endpoint::Channels, "info=User_Count", "invalid_parameter"),
             (Endpoint::Channels, "filter_by_prefix=a%0Ab", "invalid_parameter"),
         ] {
-            assert_eq!(params(endpoint, query).err().map(|r| r.reason), Some(reason), "{query}");
+            assert_eq!(params(endpoint, query).err().map(|r| r.reason().as_str()), Some(reason), "{query}");
         }
     }
 }

@@ -76,7 +76,7 @@ impl Revocation {
 }
 
 /// Unix seconds as RFC 3339.
-pub fn rfc3339(unix: u64) -> String {
+pub(crate) fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
@@ -168,11 +168,6 @@ impl Revocations {
             session_claim: settings.session_claim.clone(),
             default_ttl: settings.default_ttl,
         })
-    }
-
-    /// Whether revocations are shared through Redis.
-    pub fn is_shared(&self) -> bool {
-        self.redis.is_some()
     }
 
     /// Whether the local set is known to be complete (always, in memory).

@@ -7,21 +7,25 @@
 //!   claim *name* from the configuration at most); [`Claims`] `Debug` prints
 //!   claim names only; [`KeySet`] `Debug` prints no key material.
 //! - Verification never does I/O: keys are loaded when the configuration is
-//!   loaded, or fetched by `remote` in the background (and, for an unknown
-//!   `kid`, by one rate-limited single-flight refetch outside `jwt`); header
+//!   loaded, or fetched by `crate::jwks` in the background (and, for an
+//!   unknown `kid`, by one rate-limited single-flight refetch outside `jwt`); header
 //!   parameters that point at keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
 //! - A verified token is cached (`cache`) under a hash of the token, never
-//!   past its `exp`, and re-verified if its `kid` left the issuer's keys.
+//!   past its `exp`, and re-verified when the key that verified it left the
+//!   issuer's keys or the issuer's checks changed.
 //! - `alg: none` (any casing), an algorithm not on the issuer's allow-list and
 //!   an algorithm outside the key's family (HS/RS confusion) are refused
 //!   before any cryptography runs.
-//! - This module depends on no other channelgate module but [`crate::secret`].
+//! - This module depends on no other channelgate module but
+//!   [`crate::secret`] and [`crate::reason`], does no I/O and reads no clock
+//!   (the caller passes [`Now`]); remote key sets are behind
+//!   [`RemoteKeySet`], implemented by `crate::jwks`. `src/tidy.rs` checks
+//!   that it names neither tokio nor hyper nor the server's modules.
 
 mod cache;
 mod extract;
 mod jwt;
 mod keys;
-pub mod remote;
 
 #[cfg(test)]
 mod test_keys;
@@ -30,10 +34,15 @@ mod tests;
 
 use std::fmt;
 
-pub use cache::{Authenticator, CacheSettings, Session};
+use crate::reason::Reason;
+
+pub use cache::{Authenticator, CacheSettings, Now, Session, TokenCache};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
-pub use keys::{HmacKeys, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, parse_algorithm};
+pub use keys::{
+    HmacKeys, JwksKey, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, PublicKey, RemoteKeySet,
+    parse_algorithm,
+};
 
 /// Verified claims of a session token: the payload's JSON text (a JSON
 /// object whose members are all distinct), and the map of its members,
@@ -195,21 +204,21 @@ pub enum AuthError {
 
 impl AuthError {
     /// The stable reason code (`token_expired`, `unknown_kid`, ...).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::MissingToken => "token_missing",
-            Self::Malformed => "token_malformed",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::UnknownKid => "unknown_kid",
-            Self::InvalidSignature => "invalid_signature",
-            Self::Expired => "token_expired",
-            Self::NotYetValid => "token_not_yet_valid",
-            Self::InvalidIssuer => "invalid_issuer",
-            Self::UnknownIssuer => "unknown_issuer",
-            Self::InvalidAudience => "invalid_audience",
-            Self::MissingClaim(_) => "missing_claim",
-            Self::InvalidClaims => "invalid_claims",
-            Self::KeysUnavailable => "jwks_unavailable",
+            Self::MissingToken => Reason::TokenMissing,
+            Self::Malformed => Reason::TokenMalformed,
+            Self::AlgorithmNotAllowed => Reason::AlgorithmNotAllowed,
+            Self::UnknownKid => Reason::UnknownKid,
+            Self::InvalidSignature => Reason::InvalidSignature,
+            Self::Expired => Reason::TokenExpired,
+            Self::NotYetValid => Reason::TokenNotYetValid,
+            Self::InvalidIssuer => Reason::InvalidIssuer,
+            Self::UnknownIssuer => Reason::UnknownIssuer,
+            Self::InvalidAudience => Reason::InvalidAudience,
+            Self::MissingClaim(_) => Reason::MissingClaim,
+            Self::InvalidClaims => Reason::InvalidClaims,
+            Self::KeysUnavailable => Reason::JwksUnavailable,
         }
     }
 }

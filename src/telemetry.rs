@@ -21,7 +21,7 @@ use crate::app::Runtime;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -29,7 +29,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber (stderr; `RUST_LOG`, default `info`).
-pub fn init_tracing(format: LogFormat) {
+pub(crate) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -251,6 +251,6 @@ impl Collector for RuntimeCollector {
 }
 
 /// Convenience for the latency histogram.
-pub fn observe(metrics: &Metrics, endpoint: &'static str, secs: f64) {
+pub(crate) fn observe(metrics: &Metrics, endpoint: &'static str, secs: f64) {
     metrics.latency.get_or_create(&EndpointLabels { endpoint }).observe(secs);
 }

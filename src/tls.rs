@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why TLS could not be set up. Messages name files, never key material.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The certificate file is unreadable or holds no certificate.
     #[error("tls.cert `{path}`: {message}")]
     Cert {
@@ -47,7 +47,7 @@ pub enum TlsError {
 }
 
 /// Builds the server config from a PEM certificate chain and a PEM key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_err = |message: String| TlsError::Cert { path: cert.display().to_string(), message };
     let key_err = |message: String| TlsError::Key { path: key.display().to_string(), message };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)

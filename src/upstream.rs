@@ -25,10 +25,10 @@ use crate::secret::Secret;
 const MAX_ANSWER: usize = 1024 * 1024;
 
 /// An HTTP(S) client with system roots plus `extra_roots`.
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Builds the client (aws-lc-rs rustls, HTTP/1.1 and HTTP/2).
-pub fn https_client(
+pub(crate) fn https_client(
     extra_roots: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<HttpsClient, String> {
     let mut roots = rustls::RootCertStore::empty();
@@ -115,7 +115,7 @@ async fn attempt(client: &HttpsClient, req: http::Request<Full<Bytes>>, timeout:
 /// short backoff) only when the connection could not be made: a request
 /// that may have reached the server is never sent twice, whatever its
 /// outcome (timeout, reset, 503).
-pub async fn send(
+pub(crate) async fn send(
     client: &HttpsClient,
     method: &http::Method,
     url: &str,
@@ -145,7 +145,7 @@ pub async fn send(
 }
 
 /// POSTs `body` to `url` with `headers`; see [`send`] for retries.
-pub async fn post(
+pub(crate) async fn post(
     client: &HttpsClient,
     url: &str,
     headers: &[(&str, &str)],
@@ -168,15 +168,17 @@ pub struct PusherApi {
 }
 
 impl PusherApi {
-    /// A REST client for `base` (e.g. `https://api-mt1.pusher.com`).
+    /// A REST client for `base` (e.g. `https://api-mt1.pusher.com`) over
+    /// `client`.
     pub fn new(
+        client: HttpsClient,
         base: url::Url,
         key: String,
         secret: Secret,
         timeout: Duration,
         retries: u32,
-    ) -> Result<Self, String> {
-        Ok(Self { client: https_client(&[])?, base, key, secret, timeout, retries })
+    ) -> Self {
+        Self { client, base, key, secret, timeout, retries }
     }
 
     /// Signs and POSTs `body` to `path` (e.g. `/apps/1001/events`).

@@ -17,13 +17,20 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
 
 use crate::app::Gateway;
+use crate::http::error::ApiError;
+use crate::http::{Body, Ctx};
+use crate::reason::Reason;
+
+/// Largest webhook body accepted.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Why a webhook is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Missing or wrong `X-Pusher-Key`.
     WrongKey,
     /// Missing or wrong `X-Pusher-Signature`.
@@ -35,14 +42,59 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Status and reason code.
-    pub fn status_reason(self) -> (StatusCode, &'static str) {
+    /// The reason code.
+    pub(crate) fn reason(self) -> Reason {
         match self {
-            Refusal::WrongKey => (StatusCode::UNAUTHORIZED, "invalid_webhook_key"),
-            Refusal::BadSignature => (StatusCode::UNAUTHORIZED, "invalid_webhook_signature"),
-            Refusal::Malformed => (StatusCode::BAD_REQUEST, "invalid_body"),
-            Refusal::Stale => (StatusCode::UNAUTHORIZED, "stale_webhook"),
+            Refusal::WrongKey => Reason::InvalidWebhookKey,
+            Refusal::BadSignature => Reason::InvalidWebhookSignature,
+            Refusal::Malformed => Reason::InvalidBody,
+            Refusal::Stale => Reason::StaleWebhook,
         }
+    }
+}
+
+/// The relay's HTTP side: `POST webhooks.path` → verify → forward → the
+/// app's answer, as `{"forwarded": bool, "status": N}` (200 when the app
+/// took it). A forged, stale or malformed webhook is refused and never
+/// forwarded.
+pub(crate) async fn relay<B>(cx: &Ctx<'_>, body: B) -> Result<http::Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let Some((settings, _)) = &cx.gw.webhooks else { return Err(ApiError::not_found()) };
+    if cx.parts.method != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY).collect();
+    let bytes = match tokio::time::timeout(cx.gw.http.request_timeout, limited).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                Reason::BodyTooLarge,
+                format!("the request body is over {MAX_BODY} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(Reason::RequestTimeout, "the request body did not arrive in time"));
+        }
+    };
+    let max_age_ms = u64::try_from(settings.max_age.as_millis()).unwrap_or(u64::MAX);
+    if let Err(refusal) = verify(cx.gw, &cx.parts.headers, &bytes, max_age_ms, now_ms()) {
+        return Err(ApiError::new(refusal.reason(), "webhook refused"));
+    }
+    let status = forward(cx.gw, &cx.parts.headers, bytes).await.map_err(|e| {
+        let status = e.status().as_u16();
+        e.with_field("forwarded", false.into()).with_field("status", status.into())
+    })?;
+    tracing::info!(request_id = %cx.request_id, status = status.as_u16(), "webhook forwarded");
+    if status.is_success() {
+        let body = serde_json::json!({"forwarded": true, "status": status.as_u16()}).to_string();
+        Ok(crate::http::error::ok(body))
+    } else {
+        Err(ApiError::new(Reason::UpstreamUnreachable, "the app did not take the webhook")
+            .with_field("forwarded", false.into())
+            .with_field("status", status.as_u16().into()))
     }
 }
 
@@ -53,7 +105,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Verifies a webhook; `now_ms` injects the clock.
-pub fn verify(
+pub(crate) fn verify(
     gw: &Gateway,
     headers: &HeaderMap,
     body: &[u8],
@@ -91,16 +143,16 @@ fn local_hmac_hex(secret: &crate::secret::Secret, body: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Forwards a verified webhook; returns the app's status (502/504 when it
-/// cannot be reached).
-pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> StatusCode {
-    let Some((settings, client)) = &gw.webhooks else { return StatusCode::NOT_FOUND };
+/// Forwards a verified webhook; returns the app's status, or why the app
+/// could not be reached.
+pub(crate) async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> Result<StatusCode, ApiError> {
+    let Some((settings, client)) = &gw.webhooks else { return Err(ApiError::not_found()) };
     let mut fwd: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     let local_signature;
     match &settings.sign_with {
@@ -118,11 +170,10 @@ pub async fn forward(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> StatusCo
         }
     }
     match crate::upstream::post(client, settings.forward_to.as_str(), &fwd, body, settings.timeout, 0).await {
-        Ok(answer) => answer.status,
-        Err(crate::upstream::UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-        Err(crate::upstream::UpstreamError::Unreachable(e)) => {
+        Ok(answer) => Ok(answer.status),
+        Err(e) => {
             tracing::warn!(error = %e, "webhook could not be forwarded");
-            StatusCode::BAD_GATEWAY
+            Err(ApiError::from(e))
         }
     }
 }

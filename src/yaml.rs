@@ -8,7 +8,7 @@
 //! on its own, so a typo in `pusher:` and another in `session:` are both
 //! reported in one run.
 
-pub mod schema;
+pub(crate) mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ impl fmt::Display for SourceError {
 }
 
 /// Deserializes `text` (the contents of `file`) into `T`, strictly.
-pub fn from_str<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Vec<SourceError>> {
+pub(crate) fn from_str<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Vec<SourceError>> {
     match serde_saphyr::from_str::<T>(text) {
         Ok(v) => Ok(v),
         Err(e) => {

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
             common::check_fields(&fields);
         }
         Err(e) => {
-            assert!(matches!(e.reason(), "invalid_body" | "invalid_field"), "{}", e.reason());
+            assert!(matches!(e.reason().as_str(), "invalid_body" | "invalid_field"), "{}", e.reason());
             if e.reason() == "invalid_field" {
                 let Some(serde_json::Value::Object(object)) = reference else {
                     panic!("invalid_field for a body that is not an object");

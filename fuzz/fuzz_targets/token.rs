@@ -144,7 +144,7 @@ fn check(verifier: &Verifier, token: &str, now: u64, result: &Result<channelgate
             if token.len() >= 60 {
                 assert!(!msg.contains(token), "error message contains the token");
             }
-            assert!(!e.reason().is_empty());
+            assert!(!e.reason().as_str().is_empty());
         }
     }
 }

@@ -2,294 +2,326 @@
 //!
 //! Order of checks, so the status tells a client what to do: malformed
 //! input (400) before the session (401) before the policy (403). Nothing is
-//! signed unless the policy allowed it; every decision leaves one audit line.
+//! signed unless the policy allowed it. A handler records nothing itself: it
+//! returns an [`Outcome`] — its answer and one [`Decided`] per decision —
+//! and `http::handle` writes the audit events and metrics.
 
-use std::time::Instant;
-
-use http::request::Parts;
-
-use super::error::ApiError;
-use super::request::Fields;
-use crate::app::{Gateway, Runtime};
-use crate::audit::{Event, ShadowOutcome, now_rfc3339};
-use crate::policy::{Decision, Request, ShadowResult};
-use crate::pusher::{ChannelKind, ChannelName, SignError, SocketId, js_json};
-use crate::revocation::Check;
-use crate::session::{Session, TokenOrigin, extract_token};
-use crate::telemetry::{DecisionLabels, ScopeLabels, ShadowLabels};
 use std::sync::Arc;
 
-/// What a request did, for the audit event.
-#[derive(Debug)]
-pub struct Audit {
-    /// The request id.
-    pub request_id: String,
-    /// When the request started.
-    pub started: Instant,
-    /// Whether a decision event was already recorded for this request.
-    pub recorded: bool,
-    /// Verified `sub`, when there is one.
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::request::{self, Fields};
+use super::{Ctx, cors};
+use crate::policy::{Decision, DenyReason, Request, ShadowResult, TokenValue};
+use crate::pusher::{ChannelAuth, ChannelKind, ChannelName, SignError, SocketId, js_json};
+use crate::reason::Reason;
+use crate::revocation::Check;
+use crate::session::{Session, TokenOrigin, extract_token};
+use crate::telemetry::ScopeLabels;
+
+/// What a request did: its answer, the decisions behind it, and the verified
+/// user, if any.
+pub(crate) struct Outcome {
+    /// A 200 JSON body, a response built elsewhere, or a refusal.
+    pub answer: Result<Answer, ApiError>,
+    /// One entry per decision: each channel asked for (also a refusal before
+    /// the policy, such as an invalid session, once the channel is known),
+    /// or the sign-in.
+    pub decisions: Vec<Decided>,
+    /// The verified `sub`.
     pub user: Option<String>,
-    /// Channel(s) asked for.
+}
+
+/// A successful answer.
+pub(crate) enum Answer {
+    /// 200 with this JSON body.
+    Json(String),
+    /// A response built by another part (CORS preflight, readiness, relay).
+    Response(http::Response<super::Body>),
+}
+
+/// One decision, as the audit log and the metrics see it.
+pub(crate) struct Decided {
+    /// Channel authorization or sign-in.
+    pub kind: Kind,
+    /// The channel (for a refusal before the policy in a batch: the
+    /// channels, comma-separated).
     pub channel: Option<String>,
     /// The deciding rule.
-    pub rule: Option<String>,
-    /// The client address (after trusted proxies).
-    pub client: Option<std::net::IpAddr>,
+    pub rule: Option<Arc<str>>,
+    /// The reason and operator detail of a denial; `None` for an allow.
+    pub denial: Option<(Reason, String)>,
+    /// What shadow rules would have decided.
+    pub shadow: Vec<ShadowResult>,
 }
 
-impl Audit {
-    /// A new record for a request.
-    pub fn new(request_id: String, started: Instant) -> Self {
-        Self { request_id, started, recorded: false, user: None, channel: None, rule: None, client: None }
+/// What was decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Channel authorization.
+    Channel,
+    /// User sign-in.
+    Signin,
+}
+
+impl Kind {
+    /// The audit log's and the metrics' `kind`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Channel => "channel",
+            Kind::Signin => "signin",
+        }
+    }
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self { answer: Err(ApiError::not_found()), decisions: Vec::new(), user: None }
     }
 
-    /// Records one decision: an audit event and the decision metrics.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &mut self,
-        rt: &Runtime,
-        kind: &'static str,
-        channel: Option<&str>,
-        rule: Option<&str>,
-        denial: Option<(&str, &str)>,
-        shadow: &[ShadowResult],
-    ) {
-        self.recorded = true;
-        let (decision, reason, detail) = match denial {
-            None => ("allow", "", ""),
-            Some((reason, detail)) => ("deny", reason, detail),
-        };
-        let reason_label: &'static str = match denial {
-            None => "",
-            Some((r, _)) => static_reason(r),
-        };
-        rt.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
+    /// A 200 JSON answer, no decision.
+    pub(crate) fn answer(body: String) -> Self {
+        Self { answer: Ok(Answer::Json(body)), ..Self::new() }
+    }
+
+    /// A response built elsewhere, no decision.
+    pub(crate) fn response(resp: http::Response<super::Body>) -> Self {
+        Self { answer: Ok(Answer::Response(resp)), ..Self::new() }
+    }
+
+    /// A refusal, no decision.
+    pub(crate) fn refused(e: ApiError) -> Self {
+        Self { answer: Err(e), ..Self::new() }
+    }
+
+    fn refuse(mut self, e: ApiError) -> Self {
+        self.answer = Err(e);
+        self
+    }
+
+    /// A refusal before the policy (session, CSRF, rate limit, body) of a
+    /// request whose subject is known: a decision too, except for malformed
+    /// input (400), which decides nothing.
+    fn refuse_deciding(mut self, kind: Kind, channel: Option<&str>, e: ApiError) -> Self {
+        if !e.is_malformed_request() {
+            self.decisions.push(Decided {
                 kind,
-                rule: rule.unwrap_or("").to_owned(),
-                result: decision,
-                reason: reason_label,
-            })
-            .inc();
-        for s in shadow {
-            rt.metrics
-                .shadow
-                .get_or_create(&ShadowLabels {
-                    rule: s.rule.to_string(),
-                    result: if s.allow { "allow" } else { "deny" },
-                })
-                .inc();
-        }
-        let shadow_out: Vec<ShadowOutcome<'_>> = shadow
-            .iter()
-            .map(|s| ShadowOutcome {
-                rule: &s.rule,
-                decision: if s.allow { "allow" } else { "deny" },
-                reason: s.reason,
-            })
-            .collect();
-        tracing::debug!(
-            request_id = %self.request_id,
-            user = self.user.as_deref().unwrap_or(""),
-            channel = channel.unwrap_or(""),
-            rule = rule.unwrap_or(""),
-            decision,
-            reason,
-            "decision"
-        );
-        if rt.audit.enabled() {
-            rt.audit.record(&Event {
-                ts: now_rfc3339(),
-                event: "decision",
-                request_id: &self.request_id,
-                kind,
-                client: self.client,
-                user: self.user.as_deref(),
-                channel,
-                rule,
-                decision,
-                reason,
-                detail,
-                latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                shadow: &shadow_out,
+                channel: channel.map(str::to_owned),
+                rule: None,
+                denial: Some((e.reason(), String::new())),
+                shadow: Vec::new(),
             });
         }
+        self.refuse(e)
     }
 }
 
-/// Reason codes are a closed set of static strings; this maps one back to
-/// its `'static` form for a metric label (unknown codes become `other`).
-fn static_reason(code: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        "no_rule_matched",
-        "rule_denied",
-        "rule_error",
-        "invalid_user_id",
-        "presence_data_too_large",
-        "signin_disabled",
-        "encryption_not_configured",
-        "csrf",
-        "rate_limited",
-        "jwks_unavailable",
-        "user_revoked",
-        "revocation_unavailable",
-        "token_missing",
-        "token_malformed",
-        "algorithm_not_allowed",
-        "unknown_kid",
-        "invalid_signature",
-        "token_expired",
-        "token_not_yet_valid",
-        "invalid_issuer",
-        "unknown_issuer",
-        "invalid_audience",
-        "missing_claim",
-        "invalid_claims",
-    ];
-    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
+impl From<Result<http::Response<super::Body>, ApiError>> for Outcome {
+    fn from(r: Result<http::Response<super::Body>, ApiError>) -> Self {
+        match r {
+            Ok(resp) => Outcome::response(resp),
+            Err(e) => Outcome::refused(e),
+        }
+    }
+}
+
+/// Counts the request against its client address's rate limit.
+fn check_ip(cx: &Ctx<'_>) -> Result<(), ApiError> {
+    cx.gw.limits.check_ip(cx.client).map_err(|l| {
+        cx.rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "ip" }).inc();
+        ApiError::limited(l)
+    })
+}
+
+async fn read_fields<B>(cx: &Ctx<'_>, body: B) -> Result<Fields, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request::read(&cx.parts.headers, body, cx.gw.http.max_body_bytes, cx.gw.http.request_timeout).await
 }
 
 /// `POST /pusher/auth`: one channel, or a batch (`channel_name[N]`).
-pub async fn channel_auth(
-    rt: &Runtime,
-    gw: &Gateway,
-    parts: &Parts,
-    fields: &Fields,
-    audit: &mut Audit,
-) -> Result<String, ApiError> {
-    let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
-    let single = fields.one("channel_name")?;
-    let batch = fields.batch_channels(gw.http.max_batch_channels)?;
+pub(crate) async fn channel_auth<B>(cx: &Ctx<'_>, body: B) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let out = Outcome::new();
+    if let Err(e) = check_ip(cx) {
+        return out.refuse(e);
+    }
+    let fields = match read_fields(cx, body).await {
+        Ok(f) => f,
+        Err(e) => return out.refuse(e),
+    };
+    let parsed = (|| {
+        let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::from(&e))?;
+        let single = fields.one("channel_name")?;
+        let batch = fields.batch_channels(cx.gw.http.max_batch_channels)?;
+        Ok::<_, ApiError>((socket, single, batch))
+    })();
+    let (socket, single, batch) = match parsed {
+        Ok(p) => p,
+        Err(e) => return out.refuse(e),
+    };
     match (single, batch.is_empty()) {
-        (Some(name), true) => {
-            let channel = parse_channel(name)?;
-            audit.channel = Some(channel.as_str().to_owned());
-            let session = session(rt, gw, parts, fields, audit).await?;
-            let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
-            decide(rt, gw, &request, &socket, &channel, audit).map(|auth| auth.to_json())
-        }
-        (None, false) => {
-            audit.channel = Some(batch.join(","));
-            let session = session(rt, gw, parts, fields, audit).await?;
-            let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
-            let mut out = String::from("{");
-            for (i, name) in batch.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                js_json::write_str(&mut out, name);
-                out.push(':');
-                let result = parse_channel(name).and_then(|c| decide(rt, gw, &request, &socket, &c, audit));
-                match result {
-                    Ok(auth) => out.push_str(&auth.to_json()),
-                    Err(e) => {
-                        let entry = serde_json::json!({
-                            "status": e.status().as_u16(),
-                            "error": e.message(),
-                            "reason": e.reason(),
-                        });
-                        out.push_str(&entry.to_string());
-                    }
-                }
-            }
-            out.push('}');
-            Ok(out)
-        }
-        (Some(_), false) => Err(ApiError::bad_request(
-            "invalid_field",
+        (Some(name), true) => match parse_channel(name) {
+            Ok(channel) => one_channel(cx, &fields, socket, channel, out).await,
+            Err(e) => out.refuse(e),
+        },
+        (None, false) => batch_channels(cx, &fields, socket, &batch, out).await,
+        (Some(_), false) => out.refuse(ApiError::new(
+            Reason::InvalidField,
             "send either `channel_name` or `channel_name[N]` fields, not both",
         )),
-        (None, true) => Err(ApiError::bad_request("missing_field", "`channel_name` is missing")),
+        (None, true) => out.refuse(ApiError::new(Reason::MissingField, "`channel_name` is missing")),
     }
+}
+
+async fn one_channel(
+    cx: &Ctx<'_>,
+    fields: &Fields,
+    socket: SocketId,
+    channel: ChannelName,
+    mut out: Outcome,
+) -> Outcome {
+    let session = match session(cx, fields, &mut out).await {
+        Ok(s) => s,
+        Err(e) => return out.refuse_deciding(Kind::Channel, Some(channel.as_str()), e),
+    };
+    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
+    let answer = decide(cx, &request, &socket, &channel, &mut out);
+    out.answer = answer.map(|auth| Answer::Json(auth.to_json()));
+    out
+}
+
+/// A batch: one session check for all, then one decision per channel; the
+/// answer maps each channel to its signature or its refusal.
+async fn batch_channels(
+    cx: &Ctx<'_>,
+    fields: &Fields,
+    socket: SocketId,
+    batch: &[&str],
+    mut out: Outcome,
+) -> Outcome {
+    let session = match session(cx, fields, &mut out).await {
+        Ok(s) => s,
+        Err(e) => return out.refuse_deciding(Kind::Channel, Some(&batch.join(",")), e),
+    };
+    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
+    let mut body = String::from("{");
+    out.decisions.reserve(batch.len());
+    for (i, name) in batch.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        js_json::write_str(&mut body, name);
+        body.push(':');
+        match parse_channel(name).and_then(|c| decide(cx, &request, &socket, &c, &mut out)) {
+            Ok(auth) => body.push_str(&auth.to_json()),
+            Err(e) => e.batch_entry(&mut body),
+        }
+    }
+    body.push('}');
+    out.answer = Ok(Answer::Json(body));
+    out
 }
 
 /// `POST /pusher/user-auth`: sign-in.
-pub async fn user_auth(
-    rt: &Runtime,
-    gw: &Gateway,
-    parts: &Parts,
-    fields: &Fields,
-    audit: &mut Audit,
-) -> Result<String, ApiError> {
-    let socket = SocketId::parse(fields.required("socket_id")?).map_err(|e| ApiError::protocol(&e))?;
-    let session = session(rt, gw, parts, fields, audit).await?;
-    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(parts) };
-    let decision = gw.policy.authenticate_user(&request, None);
-    let denial = deny_parts(&decision);
-    audit.record(rt, "signin", None, None, denial.as_ref().map(|(r, d)| (*r, d.as_str())), &[]);
-    match decision {
+pub(crate) async fn user_auth<B>(cx: &Ctx<'_>, body: B) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut out = Outcome::new();
+    if let Err(e) = check_ip(cx) {
+        return out.refuse_deciding(Kind::Signin, None, e);
+    }
+    let fields = match read_fields(cx, body).await {
+        Ok(f) => f,
+        Err(e) => return out.refuse_deciding(Kind::Signin, None, e),
+    };
+    let socket = match fields.required("socket_id").and_then(|s| SocketId::parse(s).map_err(|e| (&e).into()))
+    {
+        Ok(s) => s,
+        Err(e) => return out.refuse(e),
+    };
+    let session = match session(cx, &fields, &mut out).await {
+        Ok(s) => s,
+        Err(e) => return out.refuse_deciding(Kind::Signin, None, e),
+    };
+    let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
+    let decision = cx.gw.policy.authenticate_user(&request, None);
+    out.decisions.push(Decided {
+        kind: Kind::Signin,
+        channel: None,
+        rule: None,
+        denial: denial(&decision),
+        shadow: Vec::new(),
+    });
+    out.answer = match decision {
         Decision::Allow { data: Some(user_data), .. } => {
-            Ok(gw.signer.authenticate_user(&socket, &user_data).to_json())
+            Ok(Answer::Json(cx.gw.signer.authenticate_user(&socket, &user_data).to_json()))
         }
         Decision::Allow { data: None, .. } => {
-            Err(ApiError::denied(&crate::policy::DenyReason::InvalidUserId("no user data".into()), None))
+            Err(ApiError::denied(&DenyReason::InvalidUserId("no user data".into()), None))
         }
         Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
-    }
+    };
+    out
 }
 
 fn parse_channel(name: &str) -> Result<ChannelName, ApiError> {
-    let channel = ChannelName::parse(name).map_err(|e| ApiError::protocol(&e))?;
+    let channel = ChannelName::parse(name).map_err(|e| ApiError::from(&e))?;
     if channel.kind() == ChannelKind::Public {
-        return Err(ApiError::bad_request(
-            "public_channel",
+        return Err(ApiError::new(
+            Reason::PublicChannel,
             "public channels need no authorization; only private-, presence- and private-encrypted- channels are signed",
         ));
     }
     Ok(channel)
 }
 
-fn origin(parts: &Parts) -> Option<&str> {
-    parts.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
+fn origin<'a>(cx: &'a Ctx<'_>) -> Option<&'a str> {
+    cx.header(http::header::ORIGIN)
 }
 
-/// Finds and verifies the session token, then applies the per-user limit.
+/// Finds and verifies the session token, checks revocations, then applies
+/// the per-user limit.
 ///
 /// A token that came from a cookie is sent by the browser on its own, so a
 /// cookie session also needs an allowed `Origin` (or `Referer`): otherwise
 /// any site could make a visitor's browser ask for their channels (CSRF).
 /// Header and form tokens are put there by the app's own script.
 async fn session(
-    rt: &Runtime,
-    gw: &Gateway,
-    parts: &Parts,
+    cx: &Ctx<'_>,
     fields: &Fields,
-    audit: &mut Audit,
-) -> Result<Arc<Session<crate::policy::TokenValue>>, ApiError> {
-    let (token, origin) =
-        extract_token(&gw.token_sources, &parts.headers, &fields.pairs).map_err(ApiError::Unauthorized)?;
-    if origin == TokenOrigin::Cookie && !same_site_request(gw, &parts.headers) {
-        return Err(ApiError::Forbidden {
-            reason: "csrf",
-            message: "a cookie session needs an allowed Origin".into(),
-            rule: None,
-        });
+    out: &mut Outcome,
+) -> Result<Arc<Session<TokenValue>>, ApiError> {
+    let gw = cx.gw;
+    let (token, origin) = extract_token(&gw.token_sources, &cx.parts.headers, &fields.pairs)?;
+    if origin == TokenOrigin::Cookie && !same_site_request(cx) {
+        return Err(ApiError::new(Reason::Csrf, "a cookie session needs an allowed Origin"));
     }
-    let session = gw.sessions.authenticate(token).await.map_err(ApiError::from_auth)?;
+    let session = gw.sessions.authenticate(token, cx.now).await?;
     let sub = session.derived.claim_str("sub");
-    audit.user = sub.map(str::to_owned);
-    match rt.revocations.check(|name| session.derived.claim_str(name)) {
+    out.user = sub.map(str::to_owned);
+    match cx.rt.revocations.check(|name| session.derived.claim_str(name)) {
         Check::Clear => {}
         Check::Revoked => {
-            return Err(ApiError::Forbidden {
-                reason: "user_revoked",
-                message: "this user or session has been revoked".into(),
-                rule: None,
-            });
+            return Err(ApiError::new(Reason::UserRevoked, "this user or session has been revoked"));
         }
         Check::Unavailable => {
-            return Err(ApiError::Unavailable {
-                reason: "revocation_unavailable",
-                message: "revocations cannot be checked right now; retry later".into(),
-                retry_after_secs: 2,
-            });
+            return Err(ApiError::revocations_unavailable(
+                "revocations cannot be checked right now; retry later",
+            ));
         }
     }
     if let Some(sub) = sub {
         gw.limits.check_user(sub).map_err(|l| {
-            rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "user" }).inc();
+            cx.rt.metrics.rate_limited.get_or_create(&ScopeLabels { scope: "user" }).inc();
             ApiError::limited(l)
         })?;
     }
@@ -297,76 +329,65 @@ async fn session(
 }
 
 /// Whether `Origin` (or, without it, the origin of `Referer`) is allowed.
-fn same_site_request(gw: &Gateway, headers: &http::HeaderMap) -> bool {
-    let origin = match headers.get(http::header::ORIGIN) {
-        Some(o) => o.to_str().ok().map(str::to_owned),
-        None => headers
-            .get(http::header::REFERER)
-            .and_then(|r| r.to_str().ok())
-            .and_then(|r| url::Url::parse(r).ok())
-            .map(|u| u.origin().ascii_serialization()),
-    };
-    origin.is_some_and(|o| gw.cors.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(&o)))
+fn same_site_request(cx: &Ctx<'_>) -> bool {
+    if cx.parts.headers.contains_key(http::header::ORIGIN) {
+        return cors::allowed_origin(cx.gw, &cx.parts.headers).is_some();
+    }
+    cx.header(http::header::REFERER)
+        .and_then(|r| url::Url::parse(r).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .is_some_and(|o| cx.gw.cors.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(&o)))
 }
 
-/// Decides one channel and signs it when allowed.
+/// Decides one channel, notes the decision, and signs when allowed.
 fn decide(
-    rt: &Runtime,
-    gw: &Gateway,
+    cx: &Ctx<'_>,
     request: &Request<'_>,
     socket: &SocketId,
     channel: &ChannelName,
-    audit: &mut Audit,
-) -> Result<crate::pusher::ChannelAuth, ApiError> {
+    out: &mut Outcome,
+) -> Result<ChannelAuth, ApiError> {
+    let gw = cx.gw;
     if channel.kind() == ChannelKind::PrivateEncrypted && !gw.signer.has_master_key() {
         tracing::warn!(channel = %channel, "encrypted channel requested but no encryption_master_key is configured");
-        let detail = "no encryption_master_key is configured";
-        audit.record(
-            rt,
-            "channel",
-            Some(channel.as_str()),
-            None,
-            Some(("encryption_not_configured", detail)),
-            &[],
-        );
-        return Err(ApiError::Forbidden {
-            reason: "encryption_not_configured",
-            message: "encrypted channels are not enabled on this gateway".into(),
+        out.decisions.push(Decided {
+            kind: Kind::Channel,
+            channel: Some(channel.as_str().to_owned()),
             rule: None,
+            denial: Some((Reason::EncryptionNotConfigured, "no encryption_master_key is configured".into())),
+            shadow: Vec::new(),
         });
+        return Err(not_configured());
     }
     let (decision, shadow) = gw.policy.authorize_channel_with_shadow(request, channel, None);
-    audit.rule = decision.rule().map(str::to_owned);
-    let denial = deny_parts(&decision);
-    audit.record(
-        rt,
-        "channel",
-        Some(channel.as_str()),
-        decision.rule(),
-        denial.as_ref().map(|(r, d)| (*r, d.as_str())),
-        &shadow,
-    );
+    out.decisions.push(Decided {
+        kind: Kind::Channel,
+        channel: Some(channel.as_str().to_owned()),
+        rule: decision.rule_arc(),
+        denial: denial(&decision),
+        shadow,
+    });
     match decision {
         Decision::Allow { data, .. } => {
             gw.signer.authorize_channel(socket, channel, data.as_deref()).map_err(|e| match e {
                 SignError::PublicChannel => {
-                    ApiError::bad_request("public_channel", "public channels are not signed")
+                    ApiError::new(Reason::PublicChannel, "public channels are not signed")
                 }
-                SignError::NoMasterKey => ApiError::Forbidden {
-                    reason: "encryption_not_configured",
-                    message: "encrypted channels are not enabled on this gateway".into(),
-                    rule: None,
-                },
+                SignError::NoMasterKey => not_configured(),
             })
         }
         Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
     }
 }
 
-/// The reason code and operator detail of a denial; `None` for an allow.
-fn deny_parts(decision: &Decision) -> Option<(&'static str, String)> {
+fn not_configured() -> ApiError {
+    ApiError::new(Reason::EncryptionNotConfigured, "encrypted channels are not enabled on this gateway")
+}
+
+/// The reason and operator detail of a denial; `None` for an allow.
+fn denial(decision: &Decision) -> Option<(Reason, String)> {
     match decision {
         Decision::Allow { .. } => None,
-        Decision::Deny { reason, .. } => Some((reason.code(), reason.to_string())),
+        Decision::Deny { reason, .. } => Some((reason.reason(), reason.to_string())),
     }
 }

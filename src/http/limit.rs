@@ -188,6 +188,7 @@ impl ConnectionCounts {
     }
 
     /// Connections open from `peer`'s address now.
+    #[cfg(test)]
     pub fn open_from(&self, peer: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(&client_key(peer)).copied().unwrap_or(0)

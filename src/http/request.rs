@@ -11,6 +11,32 @@ use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::ApiError;
+use crate::reason::Reason;
+
+fn unsupported() -> ApiError {
+    ApiError::new(
+        Reason::UnsupportedMediaType,
+        "send application/x-www-form-urlencoded (as pusher-js does) or application/json",
+    )
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(Reason::BodyTooLarge, format!("the request body is over {limit} bytes"))
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout` (the admin
+/// API's and the publish proxy's bodies, which are not forms).
+pub(crate) async fn read_bytes<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(too_large(limit)),
+        Err(_) => Err(ApiError::new(Reason::RequestTimeout, "the request body did not arrive in time")),
+    }
+}
 
 /// Decoded body fields, in the order they were sent.
 #[derive(Debug, Default)]
@@ -27,8 +53,8 @@ impl Fields {
         for (k, v) in &self.pairs {
             if k == name {
                 if found.is_some() {
-                    return Err(ApiError::bad_request(
-                        "duplicate_field",
+                    return Err(ApiError::new(
+                        Reason::DuplicateField,
                         format!("`{name}` is sent more than once"),
                     ));
                 }
@@ -40,7 +66,7 @@ impl Fields {
 
     /// The single value of `name`, required.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
-        self.one(name)?.ok_or_else(|| ApiError::bad_request("missing_field", format!("`{name}` is missing")))
+        self.one(name)?.ok_or_else(|| ApiError::new(Reason::MissingField, format!("`{name}` is missing")))
     }
 
     /// Batch channel names (`channel_name[0]`, `channel_name[1]`, …, the
@@ -50,10 +76,7 @@ impl Fields {
     pub fn batch_channels(&self, max: usize) -> Result<Vec<&str>, ApiError> {
         let count = self.pairs.iter().filter(|(k, _)| k.starts_with("channel_name[")).count();
         if count > max {
-            return Err(ApiError::bad_request(
-                "batch_too_large",
-                format!("at most {max} channels per batch"),
-            ));
+            return Err(ApiError::new(Reason::BatchTooLarge, format!("at most {max} channels per batch")));
         }
         let mut indexed: Vec<(usize, &str)> = Vec::with_capacity(count);
         for (k, v) in &self.pairs {
@@ -62,15 +85,13 @@ impl Fields {
                 .strip_suffix(']')
                 .filter(|i| !i.is_empty() && i.len() <= 4 && i.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|i| i.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_field", "batch fields are `channel_name[N]`")
-                })?;
+                .ok_or_else(|| ApiError::new(Reason::InvalidField, "batch fields are `channel_name[N]`"))?;
             indexed.push((index, v.as_str()));
         }
         indexed.sort_unstable_by_key(|(i, _)| *i);
         if let Some(pair) = indexed.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(ApiError::bad_request(
-                "duplicate_field",
+            return Err(ApiError::new(
+                Reason::DuplicateField,
                 format!("`channel_name[{}]` is sent more than once", pair[0].0),
             ));
         }
@@ -79,7 +100,7 @@ impl Fields {
         // would give a repeated key.
         let mut seen = std::collections::HashSet::with_capacity(channels.len());
         if !channels.iter().all(|c| seen.insert(*c)) {
-            return Err(ApiError::bad_request("duplicate_field", "a channel is listed twice in the batch"));
+            return Err(ApiError::new(Reason::DuplicateField, "a channel is listed twice in the batch"));
         }
         Ok(channels)
     }
@@ -94,19 +115,19 @@ enum Encoding {
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(unsupported());
     };
     if headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(unsupported());
     }
-    let ct = ct.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let ct = ct.to_str().map_err(|_| unsupported())?;
     let media = ct.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         Ok(Encoding::Form)
     } else if media.eq_ignore_ascii_case("application/json") {
         Ok(Encoding::Json)
     } else {
-        Err(ApiError::UnsupportedMediaType)
+        Err(unsupported())
     }
 }
 
@@ -127,17 +148,17 @@ where
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
         && len.parse::<u64>().map_or(true, |n| n > limit as u64)
     {
-        return Err(ApiError::PayloadTooLarge { limit });
+        return Err(too_large(limit));
     }
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
-        .map_err(|_| ApiError::Timeout)?;
+        .map_err(|_| ApiError::new(Reason::RequestTimeout, "the request body did not arrive in time"))?;
     let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(too_large(limit));
         }
-        Err(_) => return Err(ApiError::bad_request("invalid_body", "the request body could not be read")),
+        Err(_) => return Err(ApiError::new(Reason::InvalidBody, "the request body could not be read")),
     };
     match enc {
         Encoding::Form => parse_form(&bytes),
@@ -151,7 +172,7 @@ pub fn parse_form(bytes: &[u8]) -> Result<Fields, ApiError> {
     let mut pairs = Vec::with_capacity(4);
     for (k, v) in form_urlencoded::parse(bytes) {
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
-            return Err(ApiError::bad_request("invalid_body", "the form is not valid UTF-8"));
+            return Err(ApiError::new(Reason::InvalidBody, "the form is not valid UTF-8"));
         }
         pairs.push((k.into_owned(), v.into_owned()));
     }
@@ -162,13 +183,13 @@ pub fn parse_form(bytes: &[u8]) -> Result<Fields, ApiError> {
 /// for the Pusher fields); the Pusher fields must be strings.
 pub fn parse_json(bytes: &[u8]) -> Result<Fields, ApiError> {
     let entries: JsonPairs = serde_json::from_slice(bytes)
-        .map_err(|_| ApiError::bad_request("invalid_body", "the body is not a JSON object"))?;
+        .map_err(|_| ApiError::new(Reason::InvalidBody, "the body is not a JSON object"))?;
     let mut pairs = Vec::with_capacity(entries.0.len());
     for (k, v) in entries.0 {
         match v {
             serde_json::Value::String(s) => pairs.push((k, s)),
             _ if k == "socket_id" || k == "channel_name" || k.starts_with("channel_name[") => {
-                return Err(ApiError::bad_request("invalid_field", format!("`{k}` must be a string")));
+                return Err(ApiError::new(Reason::InvalidField, format!("`{k}` must be a string")));
             }
             _ => {}
         }
@@ -269,14 +290,14 @@ mod tests {
     #[test]
     fn content_types() {
         let mut h = HeaderMap::new();
-        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(encoding(&h), Err(unsupported()));
         h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=UTF-8".parse().unwrap());
         assert_eq!(encoding(&h), Ok(Encoding::Form));
         h.insert(header::CONTENT_TYPE, "Application/JSON".parse().unwrap());
         assert_eq!(encoding(&h), Ok(Encoding::Json));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(encoding(&h), Err(unsupported()));
         h.insert(header::CONTENT_TYPE, "multipart/form-data; boundary=x".parse().unwrap());
-        assert_eq!(encoding(&h), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(encoding(&h), Err(unsupported()));
     }
 }

@@ -75,9 +75,11 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let per_ip = Arc::new(ConnectionCounts::default());
-    // Every connection task, so the ones left after the drain deadline can
-    // be closed; finished ones are reaped as the loop goes.
-    let mut connections = tokio::task::JoinSet::new();
+    // Tells the connections still open after the drain deadline to close.
+    // (Not a JoinSet: a finished task's memory stays allocated until its
+    // handle is joined, which after a flood of short connections held
+    // megabytes for nothing.)
+    let (close, closing) = tokio::sync::watch::channel(false);
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
 
@@ -113,7 +115,6 @@ pub async fn serve(
             tracing::info!(listener = ?role, "accepting connections again");
             backoff = Duration::ZERO;
         }
-        while connections.try_join_next().is_some() {}
         let accepted = Instant::now();
         let gateway = runtime.gateway();
         let exempt = gateway.limits.is_trusted(peer.ip());
@@ -135,7 +136,8 @@ pub async fn serve(
         };
         let handshake_timeout = settings.tls_handshake_timeout;
         let first_head_by = accepted + settings.header_read_timeout;
-        connections.spawn(async move {
+        let mut closing = closing.clone();
+        tokio::spawn(async move {
             let _slots = (permit, ip_slot);
             let metrics_rt = rt.clone();
             // Set when hyper hands the first request to the service, that
@@ -152,7 +154,8 @@ pub async fn serve(
             let serve = async move {
                 match acceptor {
                     Some(acceptor) => {
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => return log_conn_error(peer, "tls handshake", &e),
                             Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),
@@ -183,6 +186,7 @@ pub async fn serve(
                     tracing::debug!(%peer, "closed: no complete request within header_read_timeout of accept");
                     metrics_rt.metrics.connections_closed.get_or_create(&ReasonLabels { reason: "no_request" }).inc();
                 }
+                _ = closing.wait_for(|closed| *closed) => {}
             }
         });
     }
@@ -193,7 +197,10 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!(listener = ?role, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(listener = ?role, "drain deadline passed; closing the connections still open"),
     }
-    connections.shutdown().await;
+    let _ = close.send(true);
+    // Every connection holds a slot: all slots back means all closed.
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
 }
 
 fn log_conn_error(peer: SocketAddr, what: &str, e: &(dyn std::error::Error + 'static)) {

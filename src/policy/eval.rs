@@ -12,6 +12,7 @@ use cel::context::VariableResolver;
 use super::value::{TokenValue, cel_to_json, type_name};
 use super::{Expression, Policy, Rule};
 use crate::pusher::{ChannelName, SocketId, js_json};
+use crate::reason::Reason;
 
 /// Longest user id we sign (presence `user_id` and sign-in `id`).
 const MAX_USER_ID_BYTES: usize = 200;
@@ -58,6 +59,13 @@ impl Decision {
             Decision::Allow { rule, .. } | Decision::Deny { rule, .. } => rule.as_deref(),
         }
     }
+
+    /// The deciding rule's name, shared.
+    pub fn rule_arc(&self) -> Option<Arc<str>> {
+        match self {
+            Decision::Allow { rule, .. } | Decision::Deny { rule, .. } => rule.clone(),
+        }
+    }
 }
 
 /// What a `shadow: true` rule would have decided.
@@ -67,15 +75,15 @@ pub struct ShadowResult {
     pub rule: Arc<str>,
     /// Whether it would have allowed.
     pub allow: bool,
-    /// Its deny reason code (empty when it would allow).
-    pub reason: &'static str,
+    /// Its deny reason (`None` when it would allow).
+    pub reason: Option<Reason>,
 }
 
 impl ShadowResult {
     fn from_decision(rule: Arc<str>, d: &Decision) -> Self {
         match d {
-            Decision::Allow { .. } => Self { rule, allow: true, reason: "" },
-            Decision::Deny { reason, .. } => Self { rule, allow: false, reason: reason.code() },
+            Decision::Allow { .. } => Self { rule, allow: true, reason: None },
+            Decision::Deny { reason, .. } => Self { rule, allow: false, reason: Some(reason.reason()) },
         }
     }
 }
@@ -105,14 +113,14 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Stable reason code for the error body and the audit log.
-    pub fn code(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            DenyReason::NoRuleMatched => "no_rule_matched",
-            DenyReason::RuleDenied => "rule_denied",
-            DenyReason::RuleError(_) => "rule_error",
-            DenyReason::InvalidUserId(_) => "invalid_user_id",
-            DenyReason::PresenceDataTooLarge { .. } => "presence_data_too_large",
-            DenyReason::SigninDisabled => "signin_disabled",
+            DenyReason::NoRuleMatched => Reason::NoRuleMatched,
+            DenyReason::RuleDenied => Reason::RuleDenied,
+            DenyReason::RuleError(_) => Reason::RuleError,
+            DenyReason::InvalidUserId(_) => Reason::InvalidUserId,
+            DenyReason::PresenceDataTooLarge { .. } => Reason::PresenceDataTooLarge,
+            DenyReason::SigninDisabled => Reason::SigninDisabled,
         }
     }
 }
@@ -194,7 +202,10 @@ impl Policy {
                     t.skipped.push(format!(
                         "{}: shadow rule, would {} (not enforced)",
                         rule.name,
-                        if result.allow { "allow".to_owned() } else { format!("deny ({})", result.reason) }
+                        match result.reason {
+                            None => "allow".to_owned(),
+                            Some(reason) => format!("deny ({reason})"),
+                        }
                     ));
                 }
                 shadows.push(result);

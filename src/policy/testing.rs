@@ -130,7 +130,7 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
     let got = if decision.is_allow() { Expect::Allow } else { Expect::Deny };
     if got != case.expect {
         let why = match &decision {
-            Decision::Deny { reason, .. } => format!(" ({}: {reason})", reason.code()),
+            Decision::Deny { reason, .. } => format!(" ({}: {reason})", reason.reason()),
             Decision::Allow { .. } => String::new(),
         };
         return Err(format!(
@@ -148,9 +148,9 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
     match &decision {
         Decision::Deny { reason, .. } => {
             if let Some(expected) = &case.reason
-                && reason.code() != expected
+                && reason.reason() != expected.as_str()
             {
-                return Err(format!("expected reason `{expected}`, got `{}`", reason.code()));
+                return Err(format!("expected reason `{expected}`, got `{}`", reason.reason()));
             }
         }
         Decision::Allow { data, .. } => {

@@ -42,7 +42,9 @@ fn signin(policy: &Policy, claims: serde_json::Value) -> (bool, Option<String>, 
 fn summarize(d: Decision) -> (bool, Option<String>, String) {
     match d {
         Decision::Allow { rule, data } => (true, rule.map(|r| r.to_string()), data.unwrap_or_default()),
-        Decision::Deny { rule, reason } => (false, rule.map(|r| r.to_string()), reason.code().to_owned()),
+        Decision::Deny { rule, reason } => {
+            (false, rule.map(|r| r.to_string()), reason.reason().as_str().to_owned())
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::reason::Reason;
+
 /// A socket id as Pusher issues them: ASCII digits, `.`, ASCII digits
 /// (`^[0-9]+\.[0-9]+$`), nothing else — no Unicode digits, no whitespace or
 /// newline, no sign — and at most [`SocketId::MAX_LEN`] bytes.
@@ -165,11 +167,11 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// A stable machine-readable code: `invalid_socket_id` or
     /// `invalid_channel_name` (for every channel-name variant).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidSocketId => "invalid_socket_id",
+            Self::InvalidSocketId => Reason::InvalidSocketId,
             Self::EmptyChannelName | Self::InvalidChannelChar | Self::ChannelNameTooLong => {
-                "invalid_channel_name"
+                Reason::InvalidChannelName
             }
         }
     }

@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
+use crate::reason::Reason;
 use crate::secret::Secret;
 
 /// The `auth_version` both SDKs send.
@@ -120,13 +121,13 @@ pub enum RestAuthError {
 
 impl RestAuthError {
     /// Stable reason code.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            RestAuthError::Missing(_) => "missing_auth_param",
-            RestAuthError::UnknownKey => "unknown_key",
-            RestAuthError::Stale => "stale_timestamp",
-            RestAuthError::BodyMismatch => "body_md5_mismatch",
-            RestAuthError::BadSignature => "invalid_signature",
+            RestAuthError::Missing(_) => Reason::MissingAuthParam,
+            RestAuthError::UnknownKey => Reason::UnknownKey,
+            RestAuthError::Stale => Reason::StaleTimestamp,
+            RestAuthError::BodyMismatch => Reason::BodyMd5Mismatch,
+            RestAuthError::BadSignature => Reason::InvalidSignature,
         }
     }
 }

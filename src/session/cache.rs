@@ -1,5 +1,7 @@
 //! The verified-token cache: a page that joins ten channels costs one
-//! signature verification, not ten.
+//! signature verification, not ten. The [`TokenCache`] is owned by the
+//! runtime and outlives reloads (with its hit counters); each configuration's
+//! [`Authenticator`] verifies through it.
 //!
 //! Invariants:
 //! - a session is served only for the exact token that was verified: an
@@ -10,7 +12,10 @@
 //!   hash needs no collision resistance, so it is not a cryptographic digest
 //!   (SHA-256 of every token was 3 % of the CPU time of a request);
 //! - entries are bounded in number and never used past the token's `exp`
-//!   (nor past `max_ttl`);
+//!   (nor past `max_ttl`); time is passed in ([`Now`]), never read;
+//! - an entry is used only by an issuer entry with the same checks
+//!   ([`IssuerSettings`]'s identity: issuer, audience, algorithms, leeway,
+//!   required claims), so a reload that tightens them re-verifies;
 //! - an entry is bound to the fingerprint of the exact key that verified it
 //!   (not to its `kid`): when that key is no longer in its issuer's set — a
 //!   rotation removed it, or replaced it under the same `kid`, or a token
@@ -36,8 +41,35 @@ use std::hash::BuildHasher as _;
 
 use super::{AuthError, Claims, KeyFingerprint, KeySet, Verifier};
 
-/// Cache bounds.
+/// The time a request is decided at: unix seconds for `exp`, and a
+/// monotonic instant for cache lifetimes. Read once per request by the
+/// caller and passed in, so this module reads no clock and tests choose the
+/// time.
 #[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Seconds since the unix epoch.
+    pub unix: u64,
+    /// A monotonic instant.
+    pub instant: Instant,
+}
+
+impl Now {
+    /// The system clocks now.
+    pub fn system() -> Self {
+        Self {
+            unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            instant: Instant::now(),
+        }
+    }
+
+    /// `d` later.
+    pub fn after(self, d: Duration) -> Self {
+        Self { unix: self.unix + d.as_secs(), instant: self.instant + d }
+    }
+}
+
+/// Cache bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Most cached tokens (0 disables the cache).
     pub capacity: u64,
@@ -62,55 +94,100 @@ impl Default for CacheSettings {
 pub struct Session<X> {
     /// Derived once per verification.
     pub derived: X,
-    /// The token that was verified: a cached session is served for this
-    /// token only.
+    /// The token that was verified, when the session is cached: a cached
+    /// session is served for this token only.
     token: Box<str>,
     exp: Option<u64>,
-    issuer: usize,
+    /// The identity of the issuer entry that verified it.
+    issuer: u64,
     /// The key that verified the token.
     key: KeyFingerprint,
     /// Estimated bytes held by this session (its weight in the cache).
     weight: u64,
 }
 
-/// Verifies tokens through the cache.
-pub struct Authenticator<X> {
-    verifier: Verifier,
-    cache: Option<TokenCache<X>>,
-    /// Keys the token hash; random per authenticator.
+/// The cache of verified sessions, with its hit counters: owned by the
+/// runtime, shared by every configuration's [`Authenticator`].
+pub struct TokenCache<X> {
+    settings: CacheSettings,
+    map: Option<Entries<X>>,
+    /// Keys the token hash; random per cache.
     hasher: foldhash::quality::RandomState,
     /// Tests: every token gets the same hash.
     #[cfg(test)]
     every_token_collides: bool,
     seen: Doorkeeper,
-    derive: Box<dyn Fn(&Claims) -> X + Send + Sync>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-impl<X: Send + Sync + 'static> Authenticator<X> {
-    /// Wraps a verifier. `derive` runs once per verification.
-    pub fn new(
-        verifier: Verifier,
-        settings: CacheSettings,
-        derive: impl Fn(&Claims) -> X + Send + Sync + 'static,
-    ) -> Self {
-        let cache = (settings.capacity > 0 && settings.max_bytes > 0).then(|| TokenCache::new(settings));
+impl<X> TokenCache<X> {
+    /// An empty cache with these bounds (0 capacity or bytes: no caching).
+    pub fn new(settings: CacheSettings) -> Self {
+        let map = (settings.capacity > 0 && settings.max_bytes > 0).then(|| Entries::new(settings));
         Self {
-            verifier,
-            cache,
+            settings,
+            map,
             hasher: foldhash::quality::RandomState::default(),
             #[cfg(test)]
             every_token_collides: false,
             seen: Doorkeeper::new(),
-            derive: Box::new(derive),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// A cache in which every token has the same hash (tests of the token
+    /// comparison on a hit).
+    #[cfg(test)]
+    pub(super) fn where_every_token_collides(settings: CacheSettings) -> Self {
+        Self { every_token_collides: true, ..Self::new(settings) }
+    }
+
+    fn key(&self, token: &str) -> CacheKey {
+        #[cfg(test)]
+        if self.every_token_collides {
+            return 42;
+        }
+        self.hasher.hash_one(token.as_bytes())
+    }
+
+    /// Its bounds.
+    pub fn settings(&self) -> CacheSettings {
+        self.settings
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    /// Sessions held now.
+    pub fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, Entries::len)
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Verifies tokens through a [`TokenCache`].
+pub struct Authenticator<X> {
+    verifier: Verifier,
+    cache: Arc<TokenCache<X>>,
+    derive: Box<dyn Fn(&Claims) -> X + Send + Sync>,
+}
+
+impl<X: Send + Sync + 'static> Authenticator<X> {
+    /// Wraps a verifier and a cache. `derive` runs once per verification.
+    pub fn new(
+        verifier: Verifier,
+        cache: Arc<TokenCache<X>>,
+        derive: impl Fn(&Claims) -> X + Send + Sync + 'static,
+    ) -> Self {
+        Self { verifier, cache, derive: Box::new(derive) }
     }
 
     /// The underlying verifier.
@@ -120,7 +197,7 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
 
     /// Cache hits and misses so far.
     pub fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+        self.cache.stats()
     }
 
     /// Verifies `token`, from the cache when possible. An unknown `kid` of a
@@ -129,27 +206,27 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     /// last fetch failed), the answer is [`AuthError::KeysUnavailable`]
     /// (503: the kid may well exist, and a new session would not help),
     /// not [`AuthError::UnknownKid`] (401).
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Session<X>>, AuthError> {
-        let now = now_unix();
-        let key = self.cache_key(token);
+    pub async fn authenticate(&self, token: &str, now: Now) -> Result<Arc<Session<X>>, AuthError> {
+        let cache = &*self.cache;
+        let key = cache.key(token);
         // Another token with the same hash is not a hit: this one is
         // verified on its own (and takes the slot if it is cached).
-        if let Some(cache) = &self.cache
-            && let Some(hit) = cache.get(&key)
+        if let Some(map) = &cache.map
+            && let Some(hit) = map.get(&key, now.instant)
             && same_token(&hit.token, token)
         {
-            if hit.exp.is_some_and(|exp| now <= exp) && self.key_still_held(&hit) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+            if hit.exp.is_some_and(|exp| now.unix <= exp) && self.key_still_held(&hit) {
+                cache.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit);
             }
-            cache.invalidate(&key);
+            map.invalidate(&key);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let verified = match self.verifier.verify_detailed(token, now) {
+        cache.misses.fetch_add(1, Ordering::Relaxed);
+        let verified = match self.verifier.verify_detailed(token, now.unix) {
             Ok(v) => v,
             Err((AuthError::UnknownKid, Some(refetch))) => match &refetch.kid {
                 Some(kid) if refetch.keys.refetch_for_unknown_kid(kid).await => {
-                    self.verifier.verify_detailed(token, now_unix()).map_err(|(e, _)| e)?
+                    self.verifier.verify_detailed(token, now.unix).map_err(|(e, _)| e)?
                 }
                 _ if refetch.keys.is_stale() => return Err(AuthError::KeysUnavailable),
                 _ => return Err(AuthError::UnknownKid),
@@ -157,42 +234,32 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
             Err((e, _)) => return Err(e),
         };
         let exp = verified.exp;
-        let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now)));
-        let cache = self.cache.as_ref().filter(|_| {
-            !ttl.is_zero() && (!self.cheap_to_verify(verified.issuer) || self.seen.seen_before(&key))
-        });
+        let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now.unix)));
+        let cheap =
+            self.verifier.issuers().get(verified.issuer).is_some_and(|i| matches!(i.keys, KeySet::Secret(_)));
+        // HMAC sessions are cheaper to verify again than to cache for a
+        // token used once: they enter on a token's second use.
+        let map = cache.map.as_ref().filter(|_| !ttl.is_zero() && (!cheap || cache.seen.seen_before(&key)));
         let session = Arc::new(Session {
             derived: (self.derive)(&verified.claims),
             // Kept for the comparison on a hit: only a cached session needs it.
-            token: if cache.is_some() { token.into() } else { Box::default() },
+            token: if map.is_some() { token.into() } else { Box::default() },
             exp,
-            issuer: verified.issuer,
+            issuer: self.verifier.identity(verified.issuer),
             key: verified.key,
             weight: estimated_bytes(token),
         });
-        if let Some(cache) = cache {
-            cache.insert(key, session.clone(), ttl);
+        if let Some(map) = map {
+            map.insert(key, session.clone(), ttl, now.instant);
         }
         Ok(session)
     }
 
-    fn cache_key(&self, token: &str) -> CacheKey {
-        #[cfg(test)]
-        if self.every_token_collides {
-            return 42;
-        }
-        self.hasher.hash_one(token.as_bytes())
-    }
-
-    /// Whether the issuer's tokens are verified with an HMAC secret.
-    fn cheap_to_verify(&self, issuer: usize) -> bool {
-        self.verifier.issuers().get(issuer).is_some_and(|i| matches!(i.keys, KeySet::Secret(_)))
-    }
-
-    /// Whether the key that verified a cached session is still one of its
-    /// issuer's keys.
+    /// Whether the issuer entry that verified a cached session is still
+    /// configured with the same checks, and the key that verified it is
+    /// still one of its keys.
     fn key_still_held(&self, s: &Session<X>) -> bool {
-        self.verifier.issuers().get(s.issuer).is_some_and(|i| i.keys.holds(&s.key))
+        self.verifier.by_identity(s.issuer).is_some_and(|i| i.keys.holds(&s.key))
     }
 }
 
@@ -243,9 +310,9 @@ fn estimated_bytes(token: &str) -> u64 {
     512 + 6 * token.len() as u64
 }
 
-/// A bounded map from token digest to session. Expiry is checked on
+/// A bounded map from token hash to session. Expiry is checked on
 /// lookup (an entry is never used past `exp`, nor past `max_ttl`).
-struct TokenCache<X> {
+struct Entries<X> {
     map: quick_cache::sync::Cache<CacheKey, Entry<X>, Weight>,
     max_ttl: Duration,
 }
@@ -276,7 +343,7 @@ impl<X> quick_cache::Weighter<CacheKey, Entry<X>> for Weight {
     }
 }
 
-impl<X> TokenCache<X> {
+impl<X> Entries<X> {
     fn new(settings: CacheSettings) -> Self {
         let slot = (settings.max_bytes / settings.capacity.max(1)).max(1);
         let items = usize::try_from(settings.capacity.min(settings.max_bytes / slot)).unwrap_or(usize::MAX);
@@ -286,9 +353,9 @@ impl<X> TokenCache<X> {
         }
     }
 
-    fn get(&self, key: &CacheKey) -> Option<Arc<Session<X>>> {
+    fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<Session<X>>> {
         let entry = self.map.get(key)?;
-        if Instant::now() < entry.expires {
+        if now < entry.expires {
             return Some(entry.session);
         }
         self.map.remove(key);
@@ -299,8 +366,8 @@ impl<X> TokenCache<X> {
         self.map.remove(key);
     }
 
-    fn insert(&self, key: CacheKey, session: Arc<Session<X>>, ttl: Duration) {
-        let expires = Instant::now() + ttl.min(self.max_ttl);
+    fn insert(&self, key: CacheKey, session: Arc<Session<X>>, ttl: Duration, now: Instant) {
+        let expires = now + ttl.min(self.max_ttl);
         self.map.insert(key, Entry { session, expires });
     }
 
@@ -313,7 +380,7 @@ impl<X> std::fmt::Debug for Authenticator<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("verifier", &self.verifier)
-            .field("cached", &self.cache.as_ref().map(TokenCache::len))
+            .field("cached", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -339,11 +406,16 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
     #[test]
     fn the_entry_count_bounds_a_cache_of_small_sessions() {
-        let cache = TokenCache::new(CacheSettings { capacity: 100, max_bytes: 1 << 30, max_ttl: HOUR });
+        let cache = Entries::new(CacheSettings { capacity: 100, max_bytes: 1 << 30, max_ttl: HOUR });
         for i in 0..1000 {
-            cache.insert(key(i), session(100), HOUR);
+            cache.insert(key(i), session(100), HOUR, t0());
         }
         assert!(cache.len() <= 100, "{}", cache.len());
         assert!(cache.len() >= 50, "{}", cache.len());
@@ -351,9 +423,9 @@ mod tests {
 
     #[test]
     fn the_byte_bound_limits_a_cache_of_large_sessions() {
-        let cache = TokenCache::new(CacheSettings { capacity: 10_000, max_bytes: 100_000, max_ttl: HOUR });
+        let cache = Entries::new(CacheSettings { capacity: 10_000, max_bytes: 100_000, max_ttl: HOUR });
         for i in 0..1000 {
-            cache.insert(key(i), session(10_000), HOUR);
+            cache.insert(key(i), session(10_000), HOUR, t0());
         }
         assert!(cache.len() <= 10, "{}", cache.len());
         assert!(cache.len() >= 5, "{}", cache.len());
@@ -372,62 +444,18 @@ mod tests {
         assert!(!seen.seen_before(&key(1)));
     }
 
-    #[tokio::test]
-    async fn a_colliding_token_never_gets_the_cached_session() {
-        use jsonwebtoken::{Algorithm, EncodingKey, Header};
-        let secret = b"test-only-hmac-secret-0123456789abcdef";
-        let keys = KeySet::from_secret(crate::secret::Secret::new(secret.to_vec()));
-        let verifier = Verifier::new(vec![super::super::IssuerSettings {
-            issuer: None,
-            audience: vec![],
-            algorithms: vec![Algorithm::HS256],
-            leeway: super::super::IssuerSettings::DEFAULT_LEEWAY,
-            required_claims: super::super::IssuerSettings::default_required_claims(),
-            keys,
-        }]);
-        let mut auth =
-            Authenticator::new(verifier, CacheSettings::default(), |c: &Claims| c.sub().map(str::to_owned));
-        auth.every_token_collides = true;
-        let mint = |sub: &str, key: &[u8]| {
-            let claims = serde_json::json!({ "sub": sub, "exp": now_unix() + 600 });
-            jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &claims,
-                &EncodingKey::from_secret(key).unwrap(),
-            )
-            .unwrap()
-        };
-        let alice = mint("alice", secret);
-        for _ in 0..3 {
-            assert_eq!(auth.authenticate(&alice).await.unwrap().derived.as_deref(), Some("alice"));
-        }
-        assert_eq!(auth.stats(), (1, 2), "cached on its second use, a hit on its third");
-        // Same hash, but a forged token: refused, not served alice's session.
-        let forged = mint("alice", b"not-the-secret");
-        assert_eq!(auth.authenticate(&forged).await.unwrap_err(), AuthError::InvalidSignature);
-        let mut tampered = alice.clone();
-        tampered.push('A');
-        assert!(auth.authenticate(&tampered).await.is_err());
-        // Same hash, a valid token of someone else: their own session.
-        let bob = mint("bob", secret);
-        assert_eq!(auth.authenticate(&bob).await.unwrap().derived.as_deref(), Some("bob"));
-        assert_eq!(auth.authenticate(&alice).await.unwrap().derived.as_deref(), Some("alice"));
-        assert_eq!(auth.stats().0, 1, "no colliding token was a hit");
-    }
-
     #[test]
     fn entries_expire_and_max_ttl_caps_them() {
-        let cache =
-            TokenCache::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: Duration::ZERO });
-        cache.insert(key(1), session(1), HOUR);
-        assert!(cache.get(&key(1)).is_none(), "max_ttl 0 keeps nothing usable");
+        let cache = Entries::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: Duration::ZERO });
+        cache.insert(key(1), session(1), HOUR, t0());
+        assert!(cache.get(&key(1), t0()).is_none(), "max_ttl 0 keeps nothing usable");
         assert_eq!(cache.len(), 0, "an expired entry is dropped when met");
-        let cache = TokenCache::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: HOUR });
-        cache.insert(key(1), session(1), Duration::ZERO);
-        assert!(cache.get(&key(1)).is_none());
-        cache.insert(key(2), session(1), HOUR);
-        assert!(cache.get(&key(2)).is_some());
+        let cache = Entries::new(CacheSettings { capacity: 10, max_bytes: 1 << 20, max_ttl: HOUR });
+        cache.insert(key(1), session(1), Duration::ZERO, t0());
+        assert!(cache.get(&key(1), t0()).is_none());
+        cache.insert(key(2), session(1), HOUR, t0());
+        assert!(cache.get(&key(2), t0()).is_some());
         cache.invalidate(&key(2));
-        assert!(cache.get(&key(2)).is_none());
+        assert!(cache.get(&key(2), t0()).is_none());
     }
 }

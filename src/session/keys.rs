@@ -123,9 +123,35 @@ pub enum KeySet {
     /// A JWKS document: keys selected by `kid`; a token without `kid` is
     /// accepted only when the set holds exactly one usable key.
     Jwks(JwksKeys),
-    /// Keys fetched from the issuer (JWKS URL or OIDC discovery) and
-    /// refreshed in the background; RSA, EC and Ed25519 only.
-    Remote(std::sync::Arc<super::remote::RemoteKeys>),
+    /// Keys fetched from the issuer (JWKS URL or OIDC discovery) by the
+    /// runtime and refreshed in the background; RSA, EC and Ed25519 only.
+    Remote(std::sync::Arc<dyn RemoteKeySet>),
+}
+
+/// A key set that something outside `session` fetches and keeps fresh
+/// (`crate::jwks`): verification only reads what is loaded; an unknown
+/// `kid` may ask for one refetch, whose I/O is the implementor's.
+pub trait RemoteKeySet: Send + Sync + fmt::Debug {
+    /// The key for `alg` and `kid`, with its fingerprint;
+    /// [`AuthError::KeysUnavailable`] before keys were ever loaded,
+    /// [`AuthError::UnknownKid`] or [`AuthError::AlgorithmNotAllowed`] as
+    /// [`JwksKeys`] selects.
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(PublicKey, KeyFingerprint), AuthError>;
+
+    /// Whether the loaded set holds the key with this fingerprint.
+    fn holds(&self, fingerprint: &KeyFingerprint) -> bool;
+
+    /// Whether the last fetch failed: a `kid` the loaded set lacks may
+    /// exist at the issuer (the answer is then "retry later", not "refused").
+    fn is_stale(&self) -> bool;
+
+    /// Called when a token names a `kid` the set lacks: may refetch (at
+    /// most once per interval, shared by concurrent callers); resolves to
+    /// whether the kid is known now.
+    fn refetch_for_unknown_kid<'a>(
+        &'a self,
+        kid: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
 /// An HMAC shared secret, keyed once for each HS algorithm (the key
@@ -172,7 +198,7 @@ pub(super) enum VerifyKey<'a> {
 /// verification (the modulus, its Montgomery context) and of an ES256 one
 /// (the point's validation). Clones share the parsed keys.
 #[derive(Clone)]
-pub(super) struct PublicKey(Arc<PublicInner>);
+pub struct PublicKey(Arc<PublicInner>);
 
 struct PublicInner {
     key: DecodingKey,
@@ -252,6 +278,12 @@ impl PublicKey {
     }
 }
 
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublicKey(..)")
+    }
+}
+
 /// A key chosen for a token, with its fingerprint.
 pub(super) struct Selected<'a> {
     pub(super) key: VerifyKey<'a>,
@@ -280,11 +312,23 @@ pub struct JwksKeys {
 
 /// One usable JWKS key.
 #[derive(Clone)]
-pub(super) struct JwksKey {
+pub struct JwksKey {
     kid: Option<String>,
-    pub(super) key: PublicKey,
+    key: PublicKey,
     algorithms: Vec<Algorithm>,
-    pub(super) fingerprint: KeyFingerprint,
+    fingerprint: KeyFingerprint,
+}
+
+impl JwksKey {
+    /// The verification key (clones share its parsed forms).
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// Its fingerprint.
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        self.fingerprint
+    }
 }
 
 /// Why a key could not be loaded. Messages never contain key material.
@@ -498,7 +542,9 @@ impl KeySet {
 }
 
 impl JwksKeys {
-    pub(super) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&JwksKey, AuthError> {
+    /// The key for `alg` and `kid`: by `kid` when given (refused when the
+    /// key does not verify `alg`), else the only key of the set.
+    pub fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&JwksKey, AuthError> {
         match kid {
             Some(kid) => {
                 if kid.len() > MAX_KID_LEN {

@@ -889,7 +889,7 @@ fn all_errors() -> Vec<AuthError> {
 
 #[test]
 fn reason_codes_are_stable() {
-    let reasons: Vec<&str> = all_errors().iter().map(AuthError::reason).collect();
+    let reasons: Vec<&str> = all_errors().iter().map(|e| e.reason().as_str()).collect();
     assert_eq!(
         reasons,
         [
@@ -970,8 +970,8 @@ fn key_set_and_verifier_debug_show_no_key_material() {
     assert!(format!("{:?}", full_jwks()).contains("rsa-2"));
 }
 
-#[tokio::test]
-async fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
+#[test]
+fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let claims = json!({ "sub": "user-42", "exp": now + 600 });
     let cases = [
@@ -983,15 +983,77 @@ async fn hmac_sessions_are_cached_on_second_use_public_key_sessions_at_once() {
         (settings(pem(RSA_PUBLIC_PEM), &[Algorithm::RS256]), mint(Algorithm::RS256, &rsa_key(), &claims), 1),
     ];
     for (settings, token, misses) in cases {
-        let auth = Authenticator::new(verifier(settings), CacheSettings::default(), |c: &Claims| {
-            c.sub().map(str::to_owned)
-        });
+        let auth = authenticator(verifier(settings), new_cache());
         for _ in 0..4 {
-            let session = auth.authenticate(&token).await.unwrap();
+            let session = block_on(auth.authenticate(&token, Now::system())).unwrap();
             assert_eq!(session.derived.as_deref(), Some("user-42"));
         }
         assert_eq!(auth.stats(), (4 - misses, misses), "{token:.20}");
     }
+}
+
+/// Runs a future that never waits (verification with static keys does no
+/// I/O): `session` needs no async runtime, not even in its tests.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("a session future waited with static keys"),
+    }
+}
+
+fn new_cache() -> std::sync::Arc<TokenCache<Option<String>>> {
+    std::sync::Arc::new(TokenCache::new(CacheSettings::default()))
+}
+
+fn authenticator(
+    verifier: Verifier,
+    cache: std::sync::Arc<TokenCache<Option<String>>>,
+) -> Authenticator<Option<String>> {
+    Authenticator::new(verifier, cache, |c: &Claims| c.sub().map(str::to_owned))
+}
+
+/// The clock at `NOW`.
+fn at_now() -> Now {
+    Now { unix: NOW, instant: std::time::Instant::now() }
+}
+
+#[test]
+fn a_cached_session_is_never_used_past_exp() {
+    let auth = authenticator(verifier(settings(pem(RSA_PUBLIC_PEM), &[Algorithm::RS256])), new_cache());
+    // `exp` two seconds ahead; the leeway (30 s) would still accept it on
+    // a fresh verification, but the cache must not serve it past `exp`.
+    let token = mint(Algorithm::RS256, &rsa_key(), &json!({ "sub": "u", "exp": NOW + 2 }));
+    let t0 = at_now();
+    block_on(auth.authenticate(&token, t0)).unwrap();
+    block_on(auth.authenticate(&token, t0.after(Duration::from_secs(1)))).unwrap();
+    assert_eq!(auth.stats(), (1, 1));
+    let late = t0.after(Duration::from_secs(3));
+    assert!(
+        block_on(auth.authenticate(&token, late)).is_ok(),
+        "within the leeway a fresh verification accepts"
+    );
+    assert_eq!(auth.stats(), (1, 2), "past exp the cache was not used");
+}
+
+#[test]
+fn the_cache_outlives_a_reload_but_not_a_change_of_checks() {
+    let cache = new_cache();
+    let rsa = || settings(pem(RSA_PUBLIC_PEM), &[Algorithm::RS256]);
+    let token = mint(Algorithm::RS256, &rsa_key(), &json!({ "sub": "u", "exp": NOW + 600, "aud": "a" }));
+    let before = authenticator(verifier(rsa()), cache.clone());
+    block_on(before.authenticate(&token, at_now())).unwrap();
+    // A reload with the same checks: a new authenticator, the same cache.
+    let same = authenticator(verifier(rsa()), cache.clone());
+    block_on(same.authenticate(&token, at_now())).unwrap();
+    assert_eq!(same.stats(), (1, 1), "the session verified before the reload is reused");
+    // A reload that adds an audience check must verify again (and refuse).
+    let mut stricter = rsa();
+    stricter.audience = vec!["b".to_owned()];
+    let stricter = authenticator(verifier(stricter), cache.clone());
+    assert_eq!(block_on(stricter.authenticate(&token, at_now())).unwrap_err(), AuthError::InvalidAudience);
+    assert_eq!(cache.stats(), (1, 2));
 }
 
 #[test]
@@ -1102,4 +1164,33 @@ fn duplicates_are_found_among_many_members_and_many_members_are_fine() {
     let header = format!(r#"{{"alg":"HS256",{},"h7":2}}"#, many.join(","));
     let token = raw_token(&header, &base_claims().to_string(), "c2ln");
     assert_eq!(v.verify_at(&token, NOW), Err(AuthError::Malformed));
+}
+
+#[test]
+fn a_colliding_token_never_gets_the_cached_session() {
+    let cache = TokenCache::where_every_token_collides(CacheSettings::default());
+    let auth = Authenticator::new(hmac_verifier(|_| {}), std::sync::Arc::new(cache), |c: &Claims| {
+        c.sub().map(str::to_owned)
+    });
+    let now = Now::system();
+    let mint_for = |sub: &str, key: &[u8]| {
+        let claims = json!({ "sub": sub, "exp": now.unix + 600 });
+        mint(Algorithm::HS256, &EncodingKey::from_secret(key).unwrap(), &claims)
+    };
+    let alice = mint_for("alice", HMAC_SECRET);
+    for _ in 0..3 {
+        assert_eq!(block_on(auth.authenticate(&alice, now)).unwrap().derived.as_deref(), Some("alice"));
+    }
+    assert_eq!(auth.stats(), (1, 2), "cached on its second use, a hit on its third");
+    // Same hash, but a forged token: refused, not served alice's session.
+    let forged = mint_for("alice", b"not-the-secret");
+    assert_eq!(block_on(auth.authenticate(&forged, now)).unwrap_err(), AuthError::InvalidSignature);
+    let mut tampered = alice.clone();
+    tampered.push('A');
+    assert!(block_on(auth.authenticate(&tampered, now)).is_err());
+    // Same hash, a valid token of someone else: their own session.
+    let bob = mint_for("bob", HMAC_SECRET);
+    assert_eq!(block_on(auth.authenticate(&bob, now)).unwrap().derived.as_deref(), Some("bob"));
+    assert_eq!(block_on(auth.authenticate(&alice, now)).unwrap().derived.as_deref(), Some("alice"));
+    assert_eq!(auth.stats().0, 1, "no colliding token was a hit");
 }

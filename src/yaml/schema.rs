@@ -29,7 +29,7 @@ const MAX_ENTRIES: usize = 1000;
 
 /// What a key holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A mapping with these keys.
     Section(Vec<&'static str>),
     /// One of these names (a string, or a one-key mapping).
@@ -42,7 +42,7 @@ pub enum Kind {
 
 /// One key of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The keys from the root, e.g. `["session", "jwt", "issuer"]`.
     pub keys: Vec<&'static str>,
     /// For each key, whether its value is a list of what follows.
@@ -53,7 +53,7 @@ pub struct Entry {
 
 impl Entry {
     /// The dotted path with `[]` after list keys: `publish.clients[].key`.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         let mut out = String::new();
         for (i, k) in self.keys.iter().enumerate() {
             if i > 0 {
@@ -66,16 +66,11 @@ impl Entry {
         }
         out
     }
-
-    /// The dotted path without list markers: `publish.clients.key`.
-    pub fn plain_path(&self) -> String {
-        self.keys.join(".")
-    }
 }
 
 /// Every key of `T`, parents before children, in declaration order. The
 /// root itself is the first entry (with no keys).
-pub fn entries<T: DeserializeOwned>() -> Vec<Entry> {
+pub(crate) fn entries<T: DeserializeOwned>() -> Vec<Entry> {
     let mut out = Vec::new();
     let mut queue: VecDeque<Vec<&'static str>> = VecDeque::from([Vec::new()]);
     while let Some(keys) = queue.pop_front() {

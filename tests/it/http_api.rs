@@ -1,6 +1,8 @@
-//! The auth endpoints over real HTTP: allowed, denied, and every 4xx row of
-//! the status table (DESIGN §1, §10). Every refusal is checked for its
-//! reason code and for the absence of a signature.
+//! The auth endpoints, called in process through the service hyper is
+//! given (`tower::ServiceExt::oneshot`; a chunked body over a real socket):
+//! allowed, denied, and every 4xx row of the status table (DESIGN §1, §10).
+//! Every refusal is checked for its reason code and for the absence of a
+//! signature. `table.rs` holds one row per reason.
 
 use serde_json::json;
 
@@ -184,15 +186,13 @@ async fn pusher_js_params_and_extra_fields_are_accepted() {
 async fn cookie_and_json_body() {
     let gw = Gateway::start().await;
     let t = token("alice", json!({}));
-    let resp = client()
-        .post(gw.url("/pusher/auth"))
+    let req = request("POST", "/pusher/auth")
         .header("cookie", format!("theme=dark; session={t}"))
         .header("origin", "https://app.example.com")
-        .json(&json!({"socket_id": SOCKET, "channel_name": "private-user-alice"}))
-        .send()
-        .await
+        .header("content-type", "application/json")
+        .body(json!({"socket_id": SOCKET, "channel_name": "private-user-alice"}).to_string())
         .unwrap();
-    let (s, _, b) = split(resp).await;
+    let (s, _, b) = gw.call(req).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["auth"], expected_auth("1234.5678:private-user-alice"));
     gw.stop().await;
@@ -353,26 +353,21 @@ async fn content_type_must_be_form_or_json() {
     let gw = Gateway::start().await;
     let t = token("alice", json!({}));
     for ct in [None, Some("text/plain"), Some("multipart/form-data; boundary=x"), Some("application/xml")] {
-        let mut req = client()
-            .post(gw.url("/pusher/auth"))
-            .bearer_auth(&t)
-            .body("socket_id=1.2&channel_name=private-user-alice");
+        let mut req = request("POST", "/pusher/auth").header("authorization", format!("Bearer {t}"));
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
-        let (s, _, b) = split(req.send().await.unwrap()).await;
+        let (s, _, b) =
+            gw.call(req.body("socket_id=1.2&channel_name=private-user-alice".into()).unwrap()).await;
         assert_refused(s, &b, 415, "unsupported_media_type");
     }
     // JSON that is not an object.
-    let resp = client()
-        .post(gw.url("/pusher/auth"))
-        .bearer_auth(&t)
+    let req = request("POST", "/pusher/auth")
+        .header("authorization", format!("Bearer {t}"))
         .header("content-type", "application/json")
-        .body("[1,2]")
-        .send()
-        .await
+        .body("[1,2]".into())
         .unwrap();
-    let (s, _, b) = split(resp).await;
+    let (s, _, b) = gw.call(req).await;
     assert_refused(s, &b, 400, "invalid_body");
     gw.stop().await;
 }
@@ -382,17 +377,15 @@ async fn oversized_body_is_413() {
     let gw = Gateway::start().await;
     let t = token("alice", json!({}));
     let big = format!("socket_id=1.2&channel_name=private-user-alice&pad={}", "x".repeat(9000));
-    let resp = client()
-        .post(gw.url("/pusher/auth"))
-        .bearer_auth(&t)
+    let req = request("POST", "/pusher/auth")
+        .header("authorization", format!("Bearer {t}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(big)
-        .send()
-        .await
         .unwrap();
-    let (s, _, b) = split(resp).await;
+    let (s, _, b) = gw.call(req).await;
     assert_refused(s, &b, 413, "body_too_large");
-    // Without Content-Length (chunked), the limit holds while reading.
+    // Without Content-Length (chunked, over a real socket), the limit holds
+    // while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![b'x'; 1000])).collect();
     let resp = client()
         .post(gw.url("/pusher/auth"))
@@ -416,14 +409,12 @@ fn futures_stream(
 #[tokio::test]
 async fn wrong_method_is_405_with_allow_and_unknown_path_404() {
     let gw = Gateway::start().await;
-    let resp = client().get(gw.url("/pusher/auth")).send().await.unwrap();
-    let (s, h, b) = split(resp).await;
+    let (s, h, b) = gw.call(request("GET", "/pusher/auth").body(String::new()).unwrap()).await;
     assert_refused(s, &b, 405, "method_not_allowed");
     assert_eq!(h["allow"], "POST, OPTIONS");
-    let resp = client().put(gw.url("/pusher/user-auth")).send().await.unwrap();
-    assert_eq!(resp.status(), 405);
-    let resp = client().get(gw.url("/nope")).send().await.unwrap();
-    let (s, _, b) = split(resp).await;
+    let (s, _, _) = gw.call(request("PUT", "/pusher/user-auth").body(String::new()).unwrap()).await;
+    assert_eq!(s, 405);
+    let (s, _, b) = gw.call(request("GET", "/nope").body(String::new()).unwrap()).await;
     assert_refused(s, &b, 404, "not_found");
     gw.stop().await;
 }
@@ -431,11 +422,11 @@ async fn wrong_method_is_405_with_allow_and_unknown_path_404() {
 #[tokio::test]
 async fn health_and_readiness() {
     let gw = Gateway::start().await;
-    let resp = client().get(gw.url("/healthz")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let resp = client().get(gw.url("/readyz")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    let (s, _, _) = gw.call(request("GET", "/healthz").body(String::new()).unwrap()).await;
+    assert_eq!(s, 200);
+    let (s, _, b) = gw.call(request("GET", "/readyz").body(String::new()).unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["status"], "ready");
     gw.stop().await;
 }
 

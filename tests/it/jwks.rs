@@ -9,10 +9,8 @@ use std::time::Duration;
 use channelgate::app::{App, Gateway as AppGateway};
 use serde_json::json;
 
-use crate::issuer::{
-    Answer, Issuer, SigningKey, jwks, jwt_block, mint, mint_with, signing_key, use_jwt_block,
-};
-use crate::support::{APP_KEY, AdminGateway, Gateway, Setup, eventually, expected_auth, now, write_config};
+use crate::issuer::{Answer, Issuer, jwks, jwt_block, mint, mint_with, signing_key, use_jwt_block};
+use crate::support::{APP_KEY, AdminGateway, Gateway, Setup, eventually, expected_auth, write_config};
 
 /// A gateway whose single issuer is `issuer`, through discovery.
 struct Running {
@@ -74,7 +72,7 @@ async fn discovery_cache_rotation_garbage_and_downtime() {
     let mut issuer = Issuer::start().await;
     let (k1, k2) = (signing_key("k1"), signing_key("k2"));
     issuer.set(jwks(&[&k1], "max-age=3600"));
-    let run = start_gateway(&issuer, "1s").await;
+    let run = start_gateway(&issuer, "200ms").await;
     let addr = run.addr;
     eventually("ready after the first fetch", || async { readyz(addr).await.0 == 200 }).await;
 
@@ -92,8 +90,9 @@ async fn discovery_cache_rotation_garbage_and_downtime() {
 
     // Rotation: the issuer now publishes only k2. A k2 token triggers one refetch.
     issuer.set(jwks(&[&k2], "max-age=3600"));
-    // Refetches are at most one per refetch_interval (1s here).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Refetches are at most one per refetch_interval (200 ms here; the
+    // counting is tested on a paused clock in src/jwks.rs).
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let fetches = issuer.hits();
     let t2 = mint(&k2, &issuer.url, "bob");
     let (status, body) = ask(addr, &t2, "bob").await;
@@ -102,17 +101,6 @@ async fn discovery_cache_rotation_garbage_and_downtime() {
     // k1 left the key set: its cached session is dropped, and it is refused.
     let (status, body) = ask(addr, &t1, "alice").await;
     assert_eq!((status, body["reason"].as_str()), (401, Some("unknown_kid")), "{body}");
-
-    // Bogus kids: many requests, at most one more fetch (refetch_interval 1s,
-    // plus the negative cache).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = issuer.hits();
-    for i in 0..40 {
-        let bogus = SigningKey { kid: format!("bogus-{}", i % 4), ..signing_key("x") };
-        let (status, body) = ask(addr, &mint(&bogus, &issuer.url, "eve"), "eve").await;
-        assert_eq!((status, body["reason"].as_str()), (401, Some("unknown_kid")), "{body}");
-    }
-    assert!(issuer.hits() - before <= 1, "{} fetches for bogus kids", issuer.hits() - before);
 
     // Garbage from the issuer: the last good keys keep serving, and readiness says stale.
     issuer.set(Answer::Garbage);
@@ -140,31 +128,6 @@ fn body_has_key(run: &Running, kid: &str) -> bool {
     run.gw.remote_issuers().any(|(_, r)| r.has_kid(kid))
 }
 
-#[tokio::test]
-async fn a_token_is_never_served_from_cache_past_exp() {
-    let issuer = Issuer::start().await;
-    let k1 = signing_key("k1");
-    issuer.set(jwks(&[&k1], "max-age=3600"));
-    let run = start_gateway(&issuer, "30s").await;
-    let addr = run.addr;
-    eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
-    // exp two seconds ahead; the leeway (30s default) would still accept it
-    // on a fresh verification, but the cache must not serve it past exp.
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("k1".into());
-    let claims = json!({"sub": "alice", "iss": issuer.url, "aud": "it-app", "exp": now() + 2});
-    let t = jsonwebtoken::encode(&header, &claims, &k1.encoding).unwrap();
-    assert_eq!(ask(addr, &t, "alice").await.0, 200);
-    assert_eq!(ask(addr, &t, "alice").await.0, 200);
-    let (hits, _) = run.gw.sessions.stats();
-    assert_eq!(hits, 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, misses_before) = run.gw.sessions.stats();
-    assert_eq!(ask(addr, &t, "alice").await.0, 200, "within leeway, fresh verification still accepts");
-    let (_, misses) = run.gw.sessions.stats();
-    assert_eq!(misses, misses_before + 1, "past exp the cache was not used");
-}
-
 /// POSTs a channel auth request; status, `Retry-After` and body.
 async fn ask_full(
     addr: std::net::SocketAddr,
@@ -190,7 +153,7 @@ async fn a_kid_first_seen_during_an_outage_is_accepted_soon_after_recovery() {
     let mut issuer = Issuer::start().await;
     let (k1, k2) = (signing_key("k1"), signing_key("k2"));
     issuer.set(jwks(&[&k1], "max-age=3600"));
-    let run = start_gateway(&issuer, "1s").await;
+    let run = start_gateway(&issuer, "200ms").await;
     let addr = run.addr;
     eventually("ready", || async { readyz(addr).await.0 == 200 }).await;
     assert_eq!(ask(addr, &mint(&k1, &issuer.url, "alice"), "alice").await.0, 200);
@@ -198,7 +161,7 @@ async fn a_kid_first_seen_during_an_outage_is_accepted_soon_after_recovery() {
     issuer.go_down();
     // Past the refetch interval, so the unknown kid below causes a refetch
     // (which fails).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     // The issuer rotated to k2 while unreachable: k2 may well exist, so this
     // is "retry later" (503), not "your session is bad" (401).
     let t2 = mint(&k2, &issuer.url, "bob");
@@ -354,7 +317,7 @@ async fn a_slow_or_huge_issuer_never_holds_up_known_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &Setup::default());
     std::fs::write(dir.path().join("ca.pem"), &issuer.ca_pem).unwrap();
-    use_jwt_block(&config, &format!("{}    fetch_timeout: 1s\n", jwt_block(&issuer.url, "1s")));
+    use_jwt_block(&config, &format!("{}    fetch_timeout: 1s\n", jwt_block(&issuer.url, "200ms")));
     let app = App::load(&config).unwrap();
     let gw = app.gateway();
     let server = Gateway::serve(dir, app).await;
@@ -363,7 +326,7 @@ async fn a_slow_or_huge_issuer_never_holds_up_known_sessions() {
 
     // Slow: every answer takes 5 s, the fetch limit is 1 s.
     issuer.set_delay(Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let started = std::time::Instant::now();
     let (status, _, body) = ask_full(addr, &mint(&k2, &issuer.url, "bob"), "bob").await;
     assert_eq!((status, body["reason"].as_str()), (503, Some("jwks_unavailable")), "{body}");

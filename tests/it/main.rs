@@ -33,5 +33,7 @@ mod jwks;
 mod logs;
 /// Reload, audit, metrics, admin listener, shutdown, shadow rules, lints.
 mod ops;
+/// The status/reason table in process: one row per reason.
+mod table;
 /// HTTPS with rustls, HTTP/1.1 and HTTP/2.
 mod tls;

@@ -358,3 +358,102 @@ fn check_lints_one_fixture_per_finding() {
     let (status, out) = check_policy("target-reverb.yaml", "target: sockudo\n");
     assert_eq!(status, 0, "{out}");
 }
+
+/// The value of a counter sample, 0 when absent.
+fn counter(exposition: &str, name_and_labels: &str) -> f64 {
+    sample(exposition, name_and_labels).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_reload_keeps_rate_limits_and_cached_sessions() {
+    let gw = Full::start(Setup {
+        rate_limit:
+            "rate_limit:\n  per_user: 1/m\n  per_user_burst: 2\n  per_ip: 1000/s\n  per_ip_burst: 1000\n"
+                .into(),
+        ..Setup::default()
+    })
+    .await;
+    let alice = token("alice", json!({}));
+    assert_eq!(gw.status(&alice, "private-user-alice").await, 200);
+    assert_eq!(gw.status(&alice, "private-user-alice").await, 200);
+    assert_eq!(gw.status(&alice, "private-user-alice").await, 429);
+    let hits_before = gw.admin_gateway().sessions.stats().0;
+    assert!(hits_before >= 1, "the token was cached");
+
+    // Reload with an unchanged config (a policy edit): the limiter and the
+    // cache are the same objects.
+    std::fs::write(gw.policy_path(), POLICY.replace("user == token.sub", "token.sub == user")).unwrap();
+    eventually("a reload", || async {
+        counter(&gw.metrics().await, r#"channelgate_reloads_total{result="ok"}"#) >= 1.0
+    })
+    .await;
+    assert_eq!(gw.status(&alice, "private-user-alice").await, 429, "the 429 survived the reload");
+    let bob = token("bob", json!({}));
+    assert_eq!(gw.status(&bob, "private-user-bob").await, 200);
+    assert_eq!(gw.status(&bob, "private-user-bob").await, 200);
+    assert!(gw.admin_gateway().sessions.stats().0 > hits_before, "cache hits keep counting from before");
+    gw.stop().await;
+}
+
+impl Full {
+    fn admin_gateway(&self) -> std::sync::Arc<channelgate::app::Gateway> {
+        self.runtime.gateway()
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_the_policies_watches_the_new_folder() {
+    let gw = Full::start(Setup::default()).await;
+    let t = token("alice", json!({}));
+    assert_eq!(gw.status(&t, "private-user-alice").await, 200);
+    // Move the policies: a new folder, named in the (watched) config file.
+    let moved = gw.dir.path().join("policies-v2");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::write(moved.join("main.yaml"), POLICY).unwrap();
+    let config = gw.dir.path().join("channelgate.yaml");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("policies: policies\n", "policies: policies-v2\n");
+    std::fs::write(&config, text).unwrap();
+    eventually("the reload that moved the policies", || async {
+        counter(&gw.metrics().await, r#"channelgate_reloads_total{result="ok"}"#) >= 1.0
+    })
+    .await;
+    // An edit in the new folder is picked up.
+    std::fs::write(moved.join("main.yaml"), DENY_ALICE).unwrap();
+    eventually("the edit in the new folder", || async { gw.status(&t, "private-user-alice").await == 403 })
+        .await;
+    gw.stop().await;
+}
+
+#[test]
+fn a_relative_config_path_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    let text = std::fs::read_to_string(&config).unwrap().replace("reload:\n  watch: false\n", "");
+    std::fs::write(&config, text).unwrap();
+    // As the README runs it: a path relative to the working directory.
+    let mut server = Binary::serve_in(dir.path(), "channelgate.yaml");
+    let t = token("alice", json!({}));
+    let ask = || {
+        let body = "socket_id=1234.5678&channel_name=private-user-alice";
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .arg(format!("http://{}/pusher/auth", server.addr))
+            .args(["-H", &format!("Authorization: Bearer {t}"), "-d", body])
+            .output()
+            .expect("curl is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(ask(), "200");
+    std::fs::write(dir.path().join("policies/main.yaml"), DENY_ALICE).unwrap();
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = ask();
+        if last == "403" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(last, "403", "editing a policy with a relative --config did not reload:\n{}", server.logs());
+    assert!(server.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}

@@ -58,9 +58,12 @@ impl Default for Setup {
     }
 }
 
-/// A running gateway. Dropping it stops the server.
+/// A running gateway. Dropping it stops the server. Requests go to it in
+/// process ([`Gateway::call`], `post_form`) or over its socket (`addr`).
 pub struct Gateway {
     pub addr: std::net::SocketAddr,
+    /// The running service, for in-process calls.
+    pub runtime: std::sync::Arc<channelgate::app::Runtime>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -87,14 +90,24 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let runtime = app.runtime.clone();
         let task = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
         }));
-        Self { addr, _dir: dir, stop: Some(tx), task: Some(task) }
+        Self { addr, runtime, _dir: dir, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends `req` to the public listener's service in process (no
+    /// socket: `tower::ServiceExt::oneshot`), as from 127.0.0.1.
+    pub async fn call(
+        &self,
+        req: http::Request<String>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        call(&self.runtime, channelgate::http::Listener::Public, req).await
     }
 
     /// Stops the server and waits for it to finish.
@@ -124,6 +137,8 @@ pub struct AdminGateway {
     pub dir: tempfile::TempDir,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), String>>,
+    /// The running service (its current gateway changes on reload).
+    pub runtime: std::sync::Arc<channelgate::app::Runtime>,
 }
 
 impl AdminGateway {
@@ -135,10 +150,11 @@ impl AdminGateway {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
+        let runtime = app.runtime.clone();
         let task = tokio::spawn(app.run(public, Some(admin), async {
             let _ = rx.await;
         }));
-        Self { addr, admin: admin_addr, dir, stop: Some(tx), task }
+        Self { addr, admin: admin_addr, dir, stop: Some(tx), task, runtime }
     }
 
     /// Signals shutdown and waits for `App::run` to return; `Err` if it
@@ -248,7 +264,37 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
-/// POSTs a form (as pusher-js does) with an optional bearer token.
+/// Sends `req` to a listener's service of `runtime` in process, as from
+/// 127.0.0.1: status, headers and the body as JSON (or a JSON string).
+pub async fn call(
+    runtime: &std::sync::Arc<channelgate::app::Runtime>,
+    role: channelgate::http::Listener,
+    req: http::Request<String>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let req = req.map(|body| http_body_util::Full::new(bytes::Bytes::from(body)));
+    let service = channelgate::http::service(runtime.clone(), peer, role);
+    let resp = service.oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (parts.status.as_u16(), parts.headers, json)
+}
+
+/// A request to the public listener (for [`Gateway::call`]).
+pub fn request(method: &str, path: &str) -> http::request::Builder {
+    http::Request::builder().method(method).uri(path).header("host", "gateway.test")
+}
+
+/// POSTs a form (as pusher-js does) with an optional bearer token, in
+/// process.
 pub async fn post_form(
     gw: &Gateway,
     path: &str,
@@ -256,13 +302,11 @@ pub async fn post_form(
     form: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-    let mut req =
-        client().post(gw.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+    let mut req = request("POST", path).header("content-type", "application/x-www-form-urlencoded");
     if let Some(t) = bearer {
-        req = req.bearer_auth(t);
+        req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = req.send().await.unwrap();
-    split(resp).await
+    gw.call(req.body(body).unwrap()).await
 }
 
 pub async fn split(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
@@ -293,8 +337,18 @@ impl Binary {
         Self::serve_under(&[], config)
     }
 
+    /// The same with the working directory `cwd` and `config` relative to
+    /// it, as the README runs it.
+    pub fn serve_in(cwd: &Path, config: &str) -> Self {
+        Self::spawn(&[], Path::new(config), Some(cwd))
+    }
+
     /// The same, run by a wrapper command (`prlimit …`, `taskset …`).
     pub fn serve_under(wrapper: &[&str], config: &Path) -> Self {
+        Self::spawn(wrapper, config, None)
+    }
+
+    fn spawn(wrapper: &[&str], config: &Path, cwd: Option<&Path>) -> Self {
         let bin = env!("CARGO_BIN_EXE_channelgate");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -304,6 +358,9 @@ impl Binary {
             }
             None => std::process::Command::new(bin),
         };
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         let mut child = command
             .args(["serve", "--config"])
             .arg(config)

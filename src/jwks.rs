@@ -1,8 +1,11 @@
 //! Keys fetched from an issuer: a JWKS URL, or OIDC discovery from the
-//! issuer URL. This is the only part of `session` that does I/O, and it does
-//! it outside requests: a background task refreshes the keys before they go
-//! stale, and a request that meets an unknown `kid` may trigger at most one
-//! rate-limited, single-flight refetch.
+//! issuer URL. `session` verifies with them through its [`RemoteKeySet`]
+//! trait and does no I/O itself; the fetching happens here, outside
+//! requests: a background task ([`keep_fresh`]) refreshes the keys before
+//! they go stale, and a request that meets an unknown `kid` may trigger at
+//! most one rate-limited, single-flight refetch. The runtime owns each key
+//! set and keeps it across reloads while its source and settings stay the
+//! same.
 //!
 //! Invariants:
 //! - the key set in use is swapped atomically; a failed fetch never replaces
@@ -14,8 +17,10 @@
 //! - responses are size-capped and time-limited; only https URLs are
 //!   fetched (http only for loopback hosts, for tests and sidecar setups).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -25,8 +30,7 @@ use jsonwebtoken::Algorithm;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::AuthError;
-use super::keys::{JwksKeys, KeyFingerprint, PublicKey};
+use crate::session::{AuthError, JwksKeys, KeyFingerprint, PublicKey, RemoteKeySet};
 use crate::upstream::{HttpsClient, https_client};
 
 /// Largest JWKS or discovery document accepted.
@@ -102,7 +106,7 @@ impl Default for RemoteSettings {
 pub struct RemoteKeys {
     source: KeySource,
     settings: RemoteSettings,
-    client: HttpsClient,
+    fetcher: Box<dyn Fetch>,
     current: ArcSwapOption<Loaded>,
     state: std::sync::Mutex<FetchState>,
     single_flight: tokio::sync::Mutex<()>,
@@ -199,13 +203,45 @@ pub enum FetchError {
     },
 }
 
+/// The future of one fetch: the key set and the issuer's cache lifetime.
+pub type Fetched<'a> =
+    Pin<Box<dyn Future<Output = Result<(JwksKeys, Option<Duration>), FetchError>> + Send + 'a>>;
+
+/// How a key set is fetched: over HTTPS in production ([`RemoteKeys::new`]);
+/// tests drive the schedule with their own on tokio's paused clock.
+pub trait Fetch: Send + Sync {
+    /// Fetches the key set once.
+    fn fetch(&self) -> Fetched<'_>;
+}
+
+/// JWKS (directly or through OIDC discovery) over HTTPS.
+struct Https {
+    source: KeySource,
+    client: HttpsClient,
+    timeout: Duration,
+}
+
+impl Fetch for Https {
+    fn fetch(&self) -> Fetched<'_> {
+        Box::pin(self.fetch_keys())
+    }
+}
+
 impl RemoteKeys {
-    /// Creates the fetcher; nothing is fetched until [`RemoteKeys::refresh`].
+    /// Creates the fetcher (an HTTPS client with the system roots and the
+    /// configured CAs: reads files, so call it off the request threads);
+    /// nothing is fetched until [`RemoteKeys::refresh`].
     pub fn new(source: KeySource, settings: RemoteSettings) -> Result<Self, String> {
         let client = https_client(&settings.extra_roots)?;
-        Ok(Self {
+        let fetcher = Https { source: source.clone(), client, timeout: settings.timeout };
+        Ok(Self::with_fetcher(source, settings, Box::new(fetcher)))
+    }
+
+    /// A key set fetched by `fetcher`.
+    pub fn with_fetcher(source: KeySource, settings: RemoteSettings, fetcher: Box<dyn Fetch>) -> Self {
+        Self {
             source,
-            client,
+            fetcher,
             current: ArcSwapOption::empty(),
             state: std::sync::Mutex::new(FetchState::default()),
             single_flight: tokio::sync::Mutex::new(()),
@@ -215,7 +251,7 @@ impl RemoteKeys {
             refresh_task: AtomicBool::new(false),
             fetches_ok: AtomicU64::new(0),
             fetches_failed: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Runs `f` on the fetch state. The closure must not call back into
@@ -225,34 +261,9 @@ impl RemoteKeys {
         f(&mut guard)
     }
 
-    /// The key for `alg` and `kid`, with its fingerprint;
-    /// [`AuthError::KeysUnavailable`] before the first successful fetch.
-    pub(super) fn select(
-        &self,
-        alg: Algorithm,
-        kid: Option<&str>,
-    ) -> Result<(PublicKey, KeyFingerprint), AuthError> {
-        let loaded = self.current.load();
-        let Some(loaded) = loaded.as_ref() else {
-            return Err(AuthError::KeysUnavailable);
-        };
-        loaded.keys.select(alg, kid).map(|k| (k.key.clone(), k.fingerprint))
-    }
-
     /// Whether the loaded key set holds `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.current.load().as_ref().is_some_and(|l| l.keys.has_kid(kid))
-    }
-
-    /// Whether the loaded key set holds the key with this fingerprint.
-    pub fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
-        self.current.load().as_ref().is_some_and(|l| l.keys.holds(fingerprint))
-    }
-
-    /// Whether `other` fetches from the same place with the same settings
-    /// (a reload then keeps this key set and its state).
-    pub fn same_source(&self, other: &RemoteKeys) -> bool {
-        self.source == other.source && self.settings == other.settings
     }
 
     /// Marks the background refresh task as started; true for the first
@@ -264,12 +275,6 @@ impl RemoteKeys {
     /// Whether keys were loaded at least once.
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
-    }
-
-    /// Whether the last fetch attempt failed (the keys in use, if any, may
-    /// be out of date): a `kid` they lack may exist at the issuer.
-    pub fn is_stale(&self) -> bool {
-        self.with_state(|s| s.failures > 0)
     }
 
     /// How long until the background refresh should fetch (zero: now).
@@ -313,7 +318,7 @@ impl RemoteKeys {
     /// schedule. Returns the time until the next scheduled attempt.
     pub async fn refresh(&self) -> Result<Duration, (FetchError, Duration)> {
         self.with_state(|s| s.last_attempt = Some(Instant::now()));
-        let result = self.fetch().await;
+        let result = self.fetcher.fetch().await;
         let counter = if result.is_ok() { &self.fetches_ok } else { &self.fetches_failed };
         counter.fetch_add(1, Ordering::Relaxed);
         let outcome = match result {
@@ -373,7 +378,7 @@ impl RemoteKeys {
     /// bring it: a failed fetch proves nothing, and while the keys are stale
     /// the background refresh retries every few seconds anyway. Returns
     /// whether the kid is now known.
-    pub async fn refetch_for_unknown_kid(&self, kid: &str) -> bool {
+    pub async fn refetch_unknown_kid(&self, kid: &str) -> bool {
         if kid.len() > MAX_KID_LEN || self.known_unknown(kid) {
             return false;
         }
@@ -404,8 +409,10 @@ impl RemoteKeys {
             None => false,
         }
     }
+}
 
-    async fn fetch(&self) -> Result<(JwksKeys, Option<Duration>), FetchError> {
+impl Https {
+    async fn fetch_keys(&self) -> Result<(JwksKeys, Option<Duration>), FetchError> {
         let jwks_url = match &self.source {
             KeySource::Jwks(url) => url.clone(),
             KeySource::Discovery { issuer, url } => self.discover(issuer, url).await?,
@@ -464,7 +471,60 @@ impl RemoteKeys {
                 .to_bytes();
             Ok((body, max_age))
         };
-        tokio::time::timeout(self.settings.timeout, fut).await.map_err(|_| transport("timed out".into()))?
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| transport("timed out".into()))?
+    }
+}
+
+impl RemoteKeySet for RemoteKeys {
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(PublicKey, KeyFingerprint), AuthError> {
+        let loaded = self.current.load();
+        let Some(loaded) = loaded.as_ref() else {
+            return Err(AuthError::KeysUnavailable);
+        };
+        loaded.keys.select(alg, kid).map(|k| (k.key().clone(), k.fingerprint()))
+    }
+
+    fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.current.load().as_ref().is_some_and(|l| l.keys.holds(fingerprint))
+    }
+
+    fn is_stale(&self) -> bool {
+        self.with_state(|s| s.failures > 0)
+    }
+
+    fn refetch_for_unknown_kid<'a>(
+        &'a self,
+        kid: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.refetch_unknown_kid(kid))
+    }
+}
+
+/// The background refresh of one issuer's keys: fetches when the key set's
+/// schedule says so (before the issuer's Cache-Control lifetime ends; while
+/// stale or never fetched, every 1–10 s with backoff) and sleeps otherwise,
+/// woken early whenever the schedule changes (a refetch elsewhere) or the
+/// key set is dropped. The task holds only a weak reference while it
+/// sleeps: it ends when no gateway uses the key set any more.
+pub async fn keep_fresh(weak: Weak<RemoteKeys>, fatal: Option<tokio::sync::mpsc::Sender<String>>) {
+    loop {
+        let Some(remote) = weak.upgrade() else { return };
+        let wait = remote.until_next_attempt();
+        if wait.is_zero() {
+            if let Err((e @ FetchError::IssuerMismatch { .. }, _)) = remote.refresh().await
+                && !remote.is_loaded()
+                && let Some(fatal) = &fatal
+            {
+                let _ = fatal.try_send(e.to_string());
+            }
+            continue;
+        }
+        let wake = remote.waker();
+        drop(remote);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
@@ -548,6 +608,139 @@ mod tests {
         assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
         h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
         assert_eq!(max_age(&h), Some(Duration::ZERO));
+    }
+
+    /// A fetcher the test drives: up or down, which kids it serves; it
+    /// records when it was called (tokio's clock, paused in these tests).
+    #[derive(Clone, Default)]
+    struct Scripted(Arc<std::sync::Mutex<Script>>);
+
+    #[derive(Default)]
+    struct Script {
+        up: bool,
+        kids: Vec<&'static str>,
+        calls: Vec<Instant>,
+    }
+
+    impl Scripted {
+        fn set(&self, up: bool, kids: &[&'static str]) {
+            let mut s = self.0.lock().unwrap();
+            s.up = up;
+            s.kids = kids.to_vec();
+        }
+
+        fn calls(&self) -> Vec<Instant> {
+            self.0.lock().unwrap().calls.clone()
+        }
+    }
+
+    impl Fetch for Scripted {
+        fn fetch(&self) -> Fetched<'_> {
+            let (up, kids) = {
+                let mut s = self.0.lock().unwrap();
+                s.calls.push(Instant::now());
+                (s.up, s.kids.clone())
+            };
+            Box::pin(async move {
+                if !up {
+                    return Err(FetchError::Transport {
+                        url: "https://idp.test/jwks".into(),
+                        message: "down".into(),
+                    });
+                }
+                let keys: Vec<serde_json::Value> = kids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, kid)| {
+                        let x = base64::Engine::encode(
+                            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                            [u8::try_from(i).unwrap() + 1; 32],
+                        );
+                        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid})
+                    })
+                    .collect();
+                let doc = serde_json::json!({ "keys": keys }).to_string();
+                Ok((JwksKeys::from_json(doc.as_bytes()).unwrap(), Some(Duration::from_secs(3600))))
+            })
+        }
+    }
+
+    fn keys(script: &Scripted) -> Arc<RemoteKeys> {
+        let source = KeySource::Jwks(url::Url::parse("https://idp.test/jwks").unwrap());
+        Arc::new(RemoteKeys::with_fetcher(source, RemoteSettings::default(), Box::new(script.clone())))
+    }
+
+    /// Seconds between consecutive calls.
+    fn gaps(calls: &[Instant]) -> Vec<u64> {
+        calls.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_fetched_keys_are_retried_every_one_to_ten_seconds_until_the_issuer_answers() {
+        let script = Scripted::default();
+        let remote = keys(&script);
+        tokio::spawn(keep_fresh(Arc::downgrade(&remote), None));
+        tokio::time::sleep(Duration::from_secs(36)).await;
+        assert_eq!(gaps(&script.calls()), [1, 2, 4, 8, 10, 10]);
+        assert!(!remote.is_loaded() && remote.is_stale());
+        // The issuer comes back: within one retry the keys load.
+        script.set(true, &["k1"]);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(remote.is_loaded() && !remote.is_stale() && remote.has_kid("k1"));
+        let fetched = script.calls().len();
+        // Then the issuer's Cache-Control sets the pace (0.9 × 1 h).
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        assert_eq!(script.calls().len(), fetched);
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert_eq!(script.calls().len(), fetched + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_wakes_the_schedule_and_a_kid_rotated_in_meanwhile_arrives_within_ten_seconds() {
+        let script = Scripted::default();
+        script.set(true, &["k1"]);
+        let remote = keys(&script);
+        tokio::spawn(keep_fresh(Arc::downgrade(&remote), None));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(script.calls().len(), 1, "fresh keys: no fetch before Cache-Control says so");
+        // The issuer goes down and rotates to k2; a token names k2.
+        script.set(false, &["k2"]);
+        assert!(!remote.refetch_unknown_kid("k2").await);
+        assert!(remote.is_stale(), "a failed refetch leaves the keys stale (503, not 401)");
+        assert!(!remote.known_unknown("k2"), "a failed fetch proves nothing about k2");
+        // The background refresh, woken by the failure, retries at once.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let gaps_down = gaps(&script.calls()[1..]);
+        assert_eq!(gaps_down, [1, 2, 4, 8], "{gaps_down:?}");
+        // Back with k1 and k2.
+        script.set(true, &["k1", "k2"]);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(remote.has_kid("k2") && !remote.is_stale());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_refetch_at_most_once_per_interval_and_are_remembered_after_success_only() {
+        let script = Scripted::default();
+        script.set(true, &["k1"]);
+        let remote = keys(&script);
+        remote.refresh().await.unwrap();
+        // Within the refetch interval of the last fetch: no refetch.
+        assert!(!remote.refetch_unknown_kid("bogus").await);
+        assert_eq!(script.calls().len(), 1);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        // One refetch; it did not bring the kid: remembered as unknown.
+        assert!(!remote.refetch_unknown_kid("bogus").await);
+        assert_eq!(script.calls().len(), 2);
+        assert!(remote.known_unknown("bogus"));
+        for _ in 0..100 {
+            assert!(!remote.refetch_unknown_kid("bogus").await);
+        }
+        assert_eq!(script.calls().len(), 2, "a flood of a bogus kid causes no fetch");
+        // A kid the issuer publishes later is found by the next refetch.
+        script.set(true, &["k1", "k2"]);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(remote.refetch_unknown_kid("k2").await);
+        assert!(!remote.known_unknown("bogus"), "a successful fetch clears what was remembered");
     }
 
     #[test]
