@@ -33,7 +33,7 @@ const QUEUE: usize = 16 * 1024;
 #[derive(Debug, Serialize)]
 pub(crate) struct Event<'a> {
     /// RFC 3339 time.
-    pub ts: String,
+    pub ts: &'a str,
     /// Always `"decision"`.
     pub event: &'static str,
     /// The request id (also in the `X-Request-Id` response header).
@@ -205,7 +205,7 @@ impl Line for Event<'_> {
         // The members in the order, and with the omissions, of the serde
         // derive (`an_event_line_is_what_serde_writes` holds it).
         out.push_str("{\"ts\":");
-        json_str(out, &self.ts);
+        json_str(out, self.ts);
         out.push_str(",\"event\":");
         json_str(out, self.event);
         out.push_str(",\"request_id\":");
@@ -454,8 +454,9 @@ mod tests {
         for client in clients {
             for text in strings {
                 for shadow in [&shadow[..0], &shadow[..]] {
+                    let ts = now_rfc3339();
                     let event = Event {
-                        ts: now_rfc3339(),
+                        ts: &ts,
                         event: "decision",
                         request_id: text.unwrap_or("cg-1-a"),
                         kind: "channel",

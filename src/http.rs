@@ -231,8 +231,8 @@ where
 /// metrics per decision, a log line for a refusal — and builds its response.
 fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
     let Outcome { answer, decisions, user } = outcome;
-    for decided in &decisions {
-        record(cx, decided, user.as_deref());
+    if !decisions.is_empty() {
+        record(cx, &decisions, user.as_deref());
     }
     match answer {
         Ok(handlers::Answer::Json(body)) => error::ok(body),
@@ -267,67 +267,97 @@ fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
     }
 }
 
-/// One decision: the decision metrics, a debug line, an audit event.
-fn record(cx: &Ctx<'_>, d: &Decided, user: Option<&str>) {
+/// A request's decisions: the decision metrics, a debug line and an audit
+/// event each. The time and latency are read once for all of them (a
+/// batch decides ten channels), and equal metric labels are counted
+/// together.
+fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>) {
     let rt = cx.rt;
-    let (decision, reason, detail) = match &d.denial {
+    let audit = rt
+        .audit
+        .enabled()
+        .then(|| (now_rfc3339(), u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX)));
+    for (i, d) in decisions.iter().enumerate() {
+        let (decision, reason, detail) = outcome(d);
+        let rule = d.rule.as_deref();
+        // Counted once for every decision with the same labels: at the
+        // first of them.
+        if !decisions[..i].iter().any(|earlier| labels(earlier) == labels(d)) {
+            let same = decisions[i..].iter().filter(|later| labels(later) == labels(d)).count();
+            rt.metrics
+                .decisions
+                .get_or_create(&DecisionLabels {
+                    kind: d.kind.as_str(),
+                    rule: d.rule.clone().unwrap_or_else(no_rule),
+                    result: decision,
+                    reason: reason.map_or("", Reason::as_str),
+                })
+                .inc_by(same as u64);
+        }
+        for s in &d.shadow {
+            rt.metrics
+                .shadow
+                .get_or_create(&ShadowLabels {
+                    rule: s.rule.clone(),
+                    result: if s.allow { "allow" } else { "deny" },
+                })
+                .inc();
+        }
+        tracing::debug!(
+            request_id = %cx.request_id,
+            user = user.unwrap_or(""),
+            channel = d.channel.as_deref().unwrap_or(""),
+            rule = rule.unwrap_or(""),
+            decision,
+            reason = reason.map_or("", Reason::as_str),
+            "decision"
+        );
+        if let Some((ts, latency_us)) = &audit {
+            let shadow: Vec<ShadowOutcome<'_>> = d
+                .shadow
+                .iter()
+                .map(|s| ShadowOutcome {
+                    rule: &s.rule,
+                    decision: if s.allow { "allow" } else { "deny" },
+                    reason: s.reason.map_or("", Reason::as_str),
+                })
+                .collect();
+            rt.audit.record(&Event {
+                ts,
+                event: "decision",
+                request_id: cx.request_id,
+                kind: d.kind.as_str(),
+                client: Some(cx.client),
+                user,
+                channel: d.channel.as_deref(),
+                rule,
+                decision,
+                reason: reason.map_or("", Reason::as_str),
+                detail,
+                latency_us: *latency_us,
+                shadow: &shadow,
+            });
+        }
+    }
+}
+
+/// A decision's result, reason and operator detail.
+fn outcome(d: &Decided) -> (&'static str, Option<Reason>, &str) {
+    match &d.denial {
         None => ("allow", None, ""),
         Some((reason, detail)) => ("deny", Some(*reason), detail.as_str()),
-    };
-    let rule = d.rule.as_deref();
-    rt.metrics
-        .decisions
-        .get_or_create(&DecisionLabels {
-            kind: d.kind.as_str(),
-            rule: rule.unwrap_or("").to_owned(),
-            result: decision,
-            reason: reason.map_or("", Reason::as_str),
-        })
-        .inc();
-    for s in &d.shadow {
-        rt.metrics
-            .shadow
-            .get_or_create(&ShadowLabels {
-                rule: s.rule.to_string(),
-                result: if s.allow { "allow" } else { "deny" },
-            })
-            .inc();
     }
-    tracing::debug!(
-        request_id = %cx.request_id,
-        user = user.unwrap_or(""),
-        channel = d.channel.as_deref().unwrap_or(""),
-        rule = rule.unwrap_or(""),
-        decision,
-        reason = reason.map_or("", Reason::as_str),
-        "decision"
-    );
-    if rt.audit.enabled() {
-        let shadow: Vec<ShadowOutcome<'_>> = d
-            .shadow
-            .iter()
-            .map(|s| ShadowOutcome {
-                rule: &s.rule,
-                decision: if s.allow { "allow" } else { "deny" },
-                reason: s.reason.map_or("", Reason::as_str),
-            })
-            .collect();
-        rt.audit.record(&Event {
-            ts: now_rfc3339(),
-            event: "decision",
-            request_id: cx.request_id,
-            kind: d.kind.as_str(),
-            client: Some(cx.client),
-            user,
-            channel: d.channel.as_deref(),
-            rule,
-            decision,
-            reason: reason.map_or("", Reason::as_str),
-            detail,
-            latency_us: u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            shadow: &shadow,
-        });
-    }
+}
+
+/// What a decision's metric labels are made of.
+fn labels(d: &Decided) -> (handlers::Kind, Option<&str>, Option<Reason>) {
+    (d.kind, d.rule.as_deref(), outcome(d).1)
+}
+
+/// The `rule` label of a decision no rule made.
+fn no_rule() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 /// Readiness, with the state of each remote issuer's keys (no key

@@ -46,8 +46,9 @@ pub(crate) fn init_tracing(format: LogFormat) {
 pub struct DecisionLabels {
     /// `channel` or `signin`.
     pub kind: &'static str,
-    /// The deciding rule (empty when none).
-    pub rule: String,
+    /// The deciding rule (empty when none). Shared with the policy, so a
+    /// lookup allocates nothing.
+    pub rule: std::sync::Arc<str>,
     /// `allow` or `deny`.
     pub result: &'static str,
     /// Reason code (empty on allow).
@@ -88,7 +89,7 @@ pub struct ScopeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowLabels {
     /// The shadow rule.
-    pub rule: String,
+    pub rule: std::sync::Arc<str>,
     /// `allow` or `deny`.
     pub result: &'static str,
 }

@@ -192,7 +192,7 @@ async fn one_channel(
         Err(e) => return out.refuse_deciding(Kind::Channel, Some(channel.as_str()), e),
     };
     let request = Request { token: &session.derived, socket_id: &socket, origin: origin(cx) };
-    let answer = decide(cx, &request, &socket, &channel, &mut out);
+    let answer = decide(cx, &request, &socket, channel, &mut out);
     out.answer = answer.map(|auth| Answer::Json(auth.to_json()));
     out
 }
@@ -219,7 +219,7 @@ async fn batch_channels(
         }
         js_json::write_str(&mut body, name);
         body.push(':');
-        match parse_channel(name).and_then(|c| decide(cx, &request, &socket, &c, &mut out)) {
+        match parse_channel(name).and_then(|c| decide(cx, &request, &socket, c, &mut out)) {
             Ok(auth) => body.push_str(&auth.to_json()),
             Err(e) => e.batch_entry(&mut body),
         }
@@ -344,7 +344,7 @@ fn decide(
     cx: &Ctx<'_>,
     request: &Request<'_>,
     socket: &SocketId,
-    channel: &ChannelName,
+    channel: ChannelName,
     out: &mut Outcome,
 ) -> Result<ChannelAuth, ApiError> {
     let gw = cx.gw;
@@ -352,32 +352,33 @@ fn decide(
         tracing::warn!(channel = %channel, "encrypted channel requested but no encryption_master_key is configured");
         out.decisions.push(Decided {
             kind: Kind::Channel,
-            channel: Some(channel.as_str().to_owned()),
+            channel: Some(channel.into_string()),
             rule: None,
             denial: Some((Reason::EncryptionNotConfigured, "no encryption_master_key is configured".into())),
             shadow: Vec::new(),
         });
         return Err(not_configured());
     }
-    let (decision, shadow) = gw.policy.authorize_channel_with_shadow(request, channel, None);
-    out.decisions.push(Decided {
-        kind: Kind::Channel,
-        channel: Some(channel.as_str().to_owned()),
-        rule: decision.rule_arc(),
-        denial: denial(&decision),
-        shadow,
-    });
-    match decision {
+    let (decision, shadow) = gw.policy.authorize_channel_with_shadow(request, &channel, None);
+    let answer = match &decision {
         Decision::Allow { data, .. } => {
-            gw.signer.authorize_channel(socket, channel, data.as_deref()).map_err(|e| match e {
+            gw.signer.authorize_channel(socket, &channel, data.as_deref()).map_err(|e| match e {
                 SignError::PublicChannel => {
                     ApiError::new(Reason::PublicChannel, "public channels are not signed")
                 }
                 SignError::NoMasterKey => not_configured(),
             })
         }
-        Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
-    }
+        Decision::Deny { reason, rule } => Err(ApiError::denied(reason, rule.as_deref())),
+    };
+    out.decisions.push(Decided {
+        kind: Kind::Channel,
+        channel: Some(channel.into_string()),
+        rule: decision.rule_arc(),
+        denial: denial(&decision),
+        shadow,
+    });
+    answer
 }
 
 fn not_configured() -> ApiError {
