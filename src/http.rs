@@ -22,7 +22,6 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -59,7 +58,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// What a handler needs to know about its request besides the body: the
 /// runtime, the gateway the request keeps to the end (whatever a reload
 /// does), the request head, its id, the client address (after trusted
-/// proxies) and when it started.
+/// proxies) and the time it arrived at.
 pub(crate) struct Ctx<'a> {
     /// What outlives reloads: metrics, audit, revocations.
     pub rt: &'a Runtime,
@@ -71,9 +70,8 @@ pub(crate) struct Ctx<'a> {
     pub request_id: &'a str,
     /// The client address, after trusted proxies.
     pub client: IpAddr,
-    /// When the request arrived.
-    pub started: Instant,
-    /// The time the request is decided at (read once).
+    /// When the request arrived: the time it is decided at, and the start
+    /// of its latency (read once).
     pub now: crate::session::Now,
 }
 
@@ -180,15 +178,17 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let started = Instant::now();
+    // One read of the clocks: the time decisions are made at, and the start
+    // of the request's latency.
+    let now = crate::session::Now::system();
+    let started = now.instant;
     // This request keeps this gateway to the end, whatever a reload does.
     let gw = rt.gateway();
     let request_id = request_id(req.headers());
     let (parts, body) = req.into_parts();
     let route = Route::of(&gw, parts.uri.path());
     let client = gw.limits.client_ip(peer.ip(), &parts.headers);
-    let now = crate::session::Now::system();
-    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, started, now };
+    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, now };
 
     let outcome = match (route, &parts.method) {
         (Route::Channel | Route::User, &Method::OPTIONS) => Outcome::response(cors::preflight(&cx)),
@@ -201,7 +201,9 @@ where
         (Route::Health | Route::Ready, _) => Outcome::refused(ApiError::method_not_allowed("GET, HEAD")),
         (Route::Other, _) => Outcome::refused(ApiError::not_found()),
     };
-    let mut resp = finish(&cx, outcome);
+    // The latency of the audit events and of the histogram: read once.
+    let latency = started.elapsed();
+    let mut resp = finish(&cx, outcome, latency);
 
     // A refused preflight carries no grants, or the browser would go ahead.
     let refused_preflight = parts.method == Method::OPTIONS && resp.status().is_client_error();
@@ -214,14 +216,14 @@ where
     let status = resp.status().as_u16();
     rt.metrics.requests.get_or_create(&RequestLabels { endpoint: route.label(), status }).inc();
     if matches!(route, Route::Channel | Route::User) && parts.method == Method::POST {
-        crate::telemetry::observe(&rt.metrics, route.label(), started.elapsed().as_secs_f64());
+        crate::telemetry::observe(&rt.metrics, route.label(), latency.as_secs_f64());
     }
     tracing::debug!(
         request_id = %request_id,
         method = %parts.method,
         path = %parts.uri.path(),
         status,
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = latency.as_micros() as u64,
         "request"
     );
     Ok(resp)
@@ -229,10 +231,10 @@ where
 
 /// Records what a request did — one audit event and one set of decision
 /// metrics per decision, a log line for a refusal — and builds its response.
-fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
+fn finish(cx: &Ctx<'_>, outcome: Outcome, latency: std::time::Duration) -> Response<Body> {
     let Outcome { answer, decisions, user } = outcome;
     if !decisions.is_empty() {
-        record(cx, &decisions, user.as_deref());
+        record(cx, &decisions, user.as_deref(), latency);
     }
     match answer {
         Ok(handlers::Answer::Json(body)) => error::ok(body),
@@ -271,12 +273,10 @@ fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
 /// event each. The time and latency are read once for all of them (a
 /// batch decides ten channels), and equal metric labels are counted
 /// together.
-fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>) {
+fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std::time::Duration) {
     let rt = cx.rt;
-    let audit = rt
-        .audit
-        .enabled()
-        .then(|| (now_rfc3339(), u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX)));
+    let audit =
+        rt.audit.enabled().then(|| (now_rfc3339(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
     for (i, d) in decisions.iter().enumerate() {
         let (decision, reason, detail) = outcome(d);
         let rule = d.rule.as_deref();
