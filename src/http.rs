@@ -31,7 +31,7 @@ use http_body_util::Full;
 use crate::app::{Gateway, Runtime};
 use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::reason::Reason;
-use crate::telemetry::{DecisionLabels, RequestLabels, ShadowLabels};
+use crate::telemetry::{DecisionLabels, ShadowLabels};
 use error::ApiError;
 use handlers::{Decided, Outcome};
 
@@ -214,7 +214,7 @@ where
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let status = resp.status().as_u16();
-    rt.metrics.requests.get_or_create(&RequestLabels { endpoint: route.label(), status }).inc();
+    crate::telemetry::count_request(&rt.metrics, route.label(), status);
     if matches!(route, Route::Channel | Route::User) && parts.method == Method::POST {
         crate::telemetry::observe(&rt.metrics, route.label(), latency.as_secs_f64());
     }
