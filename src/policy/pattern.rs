@@ -13,9 +13,11 @@
 //! - the whole channel name must match (`^…$`); nothing is matched by prefix.
 //!
 //! The usual shapes are matched without the regex: a literal channel, and a
-//! literal prefix (and suffix) around one plain capture (`private-user-{user}`)
-//! — a channel name holds only channel-name characters, so such a capture is
-//! whatever lies between them. Other patterns first check their literal
+//! literal prefix (and suffix) around one capture that is plain
+//! (`private-user-{user}`) or one character class repeated
+//! (`private-doc-{doc:[0-9]+}`) — anchored at both ends, such a capture is
+//! whatever lies between the literals, and a channel name holds only
+//! channel-name characters. Other patterns first check their literal
 //! prefix. A test holds both ways to the same answers.
 
 use std::fmt;
@@ -72,8 +74,10 @@ pub struct Pattern {
 enum Shape {
     /// The pattern is one literal.
     Literal(String),
-    /// `prefix{plain}suffix`: the capture is what lies between.
-    Around { prefix: String, suffix: String },
+    /// `prefix{capture}suffix` with a plain capture (any channel-name
+    /// characters: `class` is `None`) or a `[class]+` one: the capture is
+    /// what lies between, non-empty, each byte in the class.
+    Around { prefix: String, suffix: String, class: Option<ByteClass> },
     /// Anything else: the regex, after the literal prefix.
     Regex { prefix: String },
 }
@@ -166,16 +170,22 @@ impl Pattern {
         }
         re.push('$');
         let regex = Regex::new(&re).map_err(|e| err(format!("pattern does not compile: {e}")))?;
-        let shape = match segments.as_slice() {
-            [Segment::Literal(all)] => Shape::Literal((*all).to_owned()),
-            [Segment::Literal(prefix), Segment::Capture { regex: None, .. }] => {
-                Shape::Around { prefix: (*prefix).to_owned(), suffix: String::new() }
-            }
-            [Segment::Literal(prefix), Segment::Capture { regex: None, .. }, Segment::Literal(suffix)] => {
-                Shape::Around { prefix: (*prefix).to_owned(), suffix: (*suffix).to_owned() }
-            }
-            _ => Shape::Regex { prefix: prefix.to_owned() },
+        let around = |prefix: &str, regex: Option<&str>, suffix: &str| {
+            let class = match regex {
+                None => None,
+                Some(regex) => Some(ByteClass::of_repeated_class(regex)?),
+            };
+            Some(Shape::Around { prefix: prefix.to_owned(), suffix: suffix.to_owned(), class })
         };
+        let shape = match segments.as_slice() {
+            [Segment::Literal(all)] => Some(Shape::Literal((*all).to_owned())),
+            [Segment::Literal(prefix), Segment::Capture { regex, .. }] => around(prefix, *regex, ""),
+            [Segment::Literal(prefix), Segment::Capture { regex, .. }, Segment::Literal(suffix)] => {
+                around(prefix, *regex, suffix)
+            }
+            _ => None,
+        };
+        let shape = shape.unwrap_or_else(|| Shape::Regex { prefix: prefix.to_owned() });
         Ok(Self { source: source.to_owned(), kind, regex, captures, shape })
     }
 
@@ -202,12 +212,15 @@ impl Pattern {
         let name = channel.as_str();
         match &self.shape {
             Shape::Literal(literal) => (name == literal).then(Vec::new),
-            Shape::Around { prefix, suffix } => {
+            Shape::Around { prefix, suffix, class } => {
                 let capture = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
                 // Every character of a channel name is a channel-name
-                // character: the capture only has to be non-empty.
+                // character: a plain capture only has to be non-empty.
+                if capture.is_empty() || class.as_ref().is_some_and(|class| !class.holds_all(capture)) {
+                    return None;
+                }
                 let capture_name = self.captures.first()?;
-                (!capture.is_empty()).then(|| vec![(capture_name.as_str(), capture)])
+                Some(vec![(capture_name.as_str(), capture)])
             }
             Shape::Regex { prefix } => {
                 if !name.starts_with(prefix.as_str()) {
@@ -272,6 +285,55 @@ impl Pattern {
             }
         }
         out
+    }
+}
+
+/// A set of ASCII bytes: a capture regex that is one bracketed class
+/// repeated (`[0-9]+`, `[a-z0-9_-]+`), matched without the regex.
+#[derive(Clone, Copy, Debug)]
+struct ByteClass(u128);
+
+impl ByteClass {
+    /// The class of a regex that is exactly `[ITEMS]+`, where each item is
+    /// an ASCII letter, digit or channel-name punctuation, or a range of
+    /// letters or digits (`a-z`); `None` for anything else (negation,
+    /// escapes, other repetitions), which the regex then matches.
+    fn of_repeated_class(regex: &str) -> Option<Self> {
+        let items = regex.strip_prefix('[')?.strip_suffix("]+")?.as_bytes();
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"_=@,.;".contains(&b);
+        let mut set = 0u128;
+        let mut i = 0;
+        while i < items.len() {
+            let b = items[i];
+            if b == b'-' && (i == 0 || i == items.len() - 1) {
+                // A `-` first or last is itself.
+                set |= 1 << b;
+                i += 1;
+            } else if !plain(b) {
+                return None;
+            } else if items.get(i + 1) == Some(&b'-') && i + 2 < items.len() {
+                let end = items[i + 2];
+                let same_kind = (b.is_ascii_digit() && end.is_ascii_digit())
+                    || (b.is_ascii_lowercase() && end.is_ascii_lowercase())
+                    || (b.is_ascii_uppercase() && end.is_ascii_uppercase());
+                if !same_kind || end < b {
+                    return None;
+                }
+                for c in b..=end {
+                    set |= 1 << c;
+                }
+                i += 3;
+            } else {
+                set |= 1 << b;
+                i += 1;
+            }
+        }
+        (set != 0).then_some(Self(set))
+    }
+
+    /// Whether every byte of `s` is in the class.
+    fn holds_all(&self, s: &str) -> bool {
+        s.bytes().all(|b| b < 128 && self.0 & (1 << b) != 0)
     }
 }
 
@@ -422,6 +484,19 @@ mod tests {
     #[test]
     fn the_shapes_match_as_the_regex_does() {
         let patterns = [
+            "private-doc-{doc:[0-9]+}",
+            "presence-room-{room:[0-9]+}",
+            "private-org-{org:[a-z0-9]+}-announcements",
+            "private-org-{org:[a-z0-9-]+}-x",
+            "private-{x:[-a-z]+}",
+            "private-{x:[a-zA-Z_.]+}",
+            "private-{x:[0-9a-f]+}-y",
+            "private-{x:[a-c-]+}",
+            "private-{x:[=@,;]+}",
+            "private-{x:[a-]+}",
+            "private-{x:[^a-z]+}",
+            "private-{x:[a-z]*}",
+            "private-{x:[0-9]+}-{y:[a-z]+}",
             "private-user-{user}",
             "private-org-{org}-announcements",
             "private-{x}",
@@ -461,6 +536,20 @@ mod tests {
             "presence-t-acme-room-7",
             "presence-x",
             "private-x",
+            "private-org-acme-x",
+            "private-org-a-c-x",
+            "private-org--x",
+            "private-ab-",
+            "private--ab",
+            "private-Ab_c.D",
+            "private-0fa-y",
+            "private-0fg-y",
+            "private-=@,;",
+            "private-a-a",
+            "private-a",
+            "private-ABC",
+            "private-9",
+            "private-12abc",
         ]
         .iter()
         .map(|c| (*c).to_owned())
@@ -477,6 +566,19 @@ mod tests {
                 let c = channel(c);
                 assert_eq!(pattern.matches(&c), pattern.matches_by_regex(&c), "{p} on {}", c.as_str());
             }
+        }
+    }
+
+    #[test]
+    fn the_usual_patterns_need_no_regex() {
+        let shape = |p: &str| Pattern::parse(p).unwrap().shape;
+        assert!(matches!(shape("presence-lobby"), Shape::Literal(_)));
+        assert!(matches!(shape("private-user-{user}"), Shape::Around { class: None, .. }));
+        for p in ["private-doc-{doc:[0-9]+}", "private-org-{org:[a-z0-9-]+}-announcements"] {
+            assert!(matches!(shape(p), Shape::Around { class: Some(_), .. }), "{p}");
+        }
+        for p in ["private-{x:[0-9]{2}}", "private-{x:\\d+}", "private-{x:[^a]+}", "private-{a:[a-z]+}-{b}"] {
+            assert!(matches!(shape(p), Shape::Regex { .. }), "{p}");
         }
     }
 
