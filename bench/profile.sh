@@ -147,7 +147,11 @@ load() {
   say "$REQUESTS requests, $errors non-2xx"
 }
 
-STAMP="$SCENARIO-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "${CHANNELGATE_BIN:-}" ]; then
+  STAMP="$SCENARIO-$(basename "$CHANNELGATE")"
+else
+  STAMP="$SCENARIO-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+fi
 if [ "$TOOL" = callgrind ]; then
   callgrind_control -i on "$PID" >/dev/null
   load
