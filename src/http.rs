@@ -210,9 +210,6 @@ where
     if matches!(route, Route::Channel | Route::User) && !refused_preflight {
         cors::add_headers(&gw, &parts.headers, resp.headers_mut());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
     let status = resp.status().as_u16();
     crate::telemetry::count_request(&rt.metrics, route.label(), status);
     if matches!(route, Route::Channel | Route::User) && parts.method == Method::POST {
@@ -226,6 +223,10 @@ where
         latency_us = latency.as_micros() as u64,
         "request"
     );
+    // The id's text becomes the header value as it is (no copy).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     Ok(resp)
 }
 

@@ -191,8 +191,14 @@ pub fn parse_form(bytes: &[u8]) -> Result<Fields, ApiError> {
 fn form_part(part: &[u8]) -> Result<String, ApiError> {
     let invalid = || ApiError::new(Reason::InvalidBody, "the form is not valid UTF-8");
     // A scan without early exit: the compiler vectorizes it.
-    let plain = !part.iter().fold(false, |coded, &b| coded | (b == b'%') | (b == b'+'));
-    let text = if plain {
+    let (coded, ascii) = part
+        .iter()
+        .fold((false, true), |(coded, ascii), &b| (coded | (b == b'%') | (b == b'+'), ascii & (b < 0x80)));
+    if !coded && ascii {
+        // Plain ASCII: valid UTF-8 without U+FFFD.
+        return std::str::from_utf8(part).map(str::to_owned).map_err(|_| invalid());
+    }
+    let text = if !coded {
         std::str::from_utf8(part).map_err(|_| invalid())?.to_owned()
     } else {
         let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
