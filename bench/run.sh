@@ -8,6 +8,10 @@
 #   bench/run.sh [--smoke] [SCENARIO...]
 #
 # Scenarios (default: all): hs256 rs256-page es256-page presence batch deny10
+# two-core: channelgate alone, on both cores (the multi-threaded runtime),
+#           hs256 requests; judged by CPU µs per request against hs256's
+#           one-core row of the same run (wrk shares a core, so req/s would
+#           not tell): scaling = 2 × one-core CPU/req ÷ two-core CPU/req
 # --smoke: 2 s per run and no targets (a bounded check that everything
 #          works, for CI); otherwise 3 rounds of 5 s and PASS/FAIL per target.
 #
@@ -15,6 +19,7 @@
 #   BENCH_SECONDS=5          seconds per load run
 #   BENCH_CONNECTIONS=64     wrk connections
 #   BENCH_SERVER_CPU=0       the core every server is pinned to (taskset)
+#   BENCH_TWO_CORES=0,1      the cores of the two-core scenario
 #   BENCH_CLIENT_CPU=1       the core wrk is pinned to
 #   BENCH_SERVERS="ceiling channelgate node"
 #   BENCH_CACHE=bench/.cache keys, secrets and minted tokens, reused across runs
@@ -31,7 +36,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B="$ROOT/bench"
-ALL_SCENARIOS=(hs256 rs256-page es256-page presence batch deny10)
+ALL_SCENARIOS=(hs256 rs256-page es256-page presence batch deny10 two-core)
 
 SMOKE=0
 SCENARIOS=()
@@ -58,6 +63,7 @@ if [ "$SMOKE" = 1 ]; then DEFAULT_SECONDS=2; else DEFAULT_SECONDS=5; fi
 DURATION=${BENCH_SECONDS:-$DEFAULT_SECONDS}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
+TWO_CORES=${BENCH_TWO_CORES:-0,1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 SERVERS=${BENCH_SERVERS:-"ceiling channelgate node"}
 CACHE=${BENCH_CACHE:-$B/.cache}
@@ -211,8 +217,17 @@ trap cleanup EXIT
 scenario_alg() {
   case "$1" in rs256-page) echo rs256 ;; es256-page) echo es256 ;; *) echo hs256 ;; esac
 }
+scenario_cpus() {
+  case "$1" in two-core) echo "$TWO_CORES" ;; *) echo "$SERVER_CPU" ;; esac
+}
+scenario_servers() {
+  case "$1" in
+    two-core) [[ " $SERVERS " == *" channelgate "* ]] && echo channelgate ;;
+    *) echo "$SERVERS" ;;
+  esac
+}
 scenario_mode() {
-  case "$1" in *-page) echo page ;; hs256) echo single ;; *) echo "$1" ;; esac
+  case "$1" in *-page) echo page ;; hs256 | two-core) echo single ;; *) echo "$1" ;; esac
 }
 
 # start SERVER SCENARIO DIR -> sets PID, READY_MS, PORT, ADMIN_PORT
@@ -241,7 +256,7 @@ start_server() {
       ;;
   esac
   out=$(env "${env_vars[@]}" node "$B/node/launch.js" "http://127.0.0.1:$PORT/readyz" "$dir/server.log" -- \
-    taskset -c "$SERVER_CPU" "${cmd[@]}") || { cat "$dir/server.log" >&2; return 1; }
+    taskset -c "$(scenario_cpus "$scenario")" "${cmd[@]}") || { cat "$dir/server.log" >&2; return 1; }
   PID=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$out")
   READY_MS=$(sed -n 's/.*ready_ms=\([0-9.]*\).*/\1/p' <<<"$out")
   LIVE_PID=$PID
@@ -257,7 +272,7 @@ start_server() {
   echo "wrk: $(wrk -v 2>&1 | head -n1)"
   echo "node: $(node --version)"
   echo "rustc: $(rustc --version 2>/dev/null || echo unknown)"
-  echo "settings: ${DURATION}s per run, median of $ROUNDS alternating rounds, $CONNECTIONS connections, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU (1 thread)"
+  echo "settings: ${DURATION}s per run, median of $ROUNDS alternating rounds, $CONNECTIONS connections, server on cpu $SERVER_CPU (two-core: cpus $TWO_CORES), wrk on cpu $CLIENT_CPU (1 thread)"
 } >"$RUN/env.txt"
 say "$(tail -n1 "$RUN/env.txt"); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -346,7 +361,7 @@ for scenario in "${SCENARIOS[@]}"; do
   # Rounds alternate the servers, so a slow spell of a shared machine hits
   # all of them; each server's row is its median round by req/s.
   for round in $(seq 1 "$ROUNDS"); do
-    for server in $SERVERS; do
+    for server in $(scenario_servers "$scenario"); do
       ROWS="$RUN/rows-$scenario-$server.tsv"
       attempt=1
       while :; do
@@ -366,7 +381,7 @@ for scenario in "${SCENARIOS[@]}"; do
       done
     done
   done
-  for server in $SERVERS; do
+  for server in $(scenario_servers "$scenario"); do
     ROWS="$RUN/rows-$scenario-$server.tsv"
     [ -s "$ROWS" ] || continue
     # A failed answer check wins over any number.

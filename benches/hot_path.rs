@@ -91,9 +91,19 @@ fn verifier(alg: Algorithm) -> Verifier {
 }
 
 /// What the gateway derives from verified claims (`app::claims_to_cel`):
-/// the payload split into members, converted when a policy reads them.
+/// the members the token check located (or the payload split into members),
+/// converted when a policy reads them.
 fn to_cel(claims: &Claims) -> TokenValue {
-    TokenValue::from_json_text(claims.json()).unwrap()
+    claims
+        .member_spans()
+        .and_then(|spans| {
+            TokenValue::from_located_members(
+                claims.json(),
+                spans.iter().map(|s| (s.name.clone(), s.value.clone())),
+            )
+        })
+        .or_else(|| TokenValue::from_json_text(claims.json()))
+        .unwrap()
 }
 
 fn repo(path: &str) -> PathBuf {

@@ -87,8 +87,18 @@ pub struct Gateway {
 /// What a session derives from its verified claims: their CEL value,
 /// converted member by member as the policy reads them.
 fn claims_to_cel(claims: &Claims) -> TokenValue {
-    // Verified claims are a JSON object: the fallback is never taken.
-    TokenValue::from_json_text(claims.json()).unwrap_or_else(|| TokenValue::from_claims(claims.as_map()))
+    // The token check located the members (unless a name had escapes);
+    // verified claims are a JSON object: the last fallback is never taken.
+    claims
+        .member_spans()
+        .and_then(|spans| {
+            TokenValue::from_located_members(
+                claims.json(),
+                spans.iter().map(|s| (s.name.clone(), s.value.clone())),
+            )
+        })
+        .or_else(|| TokenValue::from_json_text(claims.json()))
+        .unwrap_or_else(|| TokenValue::from_claims(claims.as_map()))
 }
 
 impl Gateway {

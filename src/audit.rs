@@ -10,13 +10,17 @@
 //!   a signature, a secret or event data;
 //! - writing never blocks a request: events go through a bounded queue to a
 //!   writer thread; when the queue is full the event is dropped and counted
-//!   (`channelgate_audit_dropped_total`).
+//!   (`channelgate_audit_dropped_total`);
+//! - a decision line is written by hand (one per channel decision, so a
+//!   batch writes ten): the same bytes serde_json writes for [`Event`], which
+//!   a test holds, without its machinery; the time of day is formatted once
+//!   per second.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -29,7 +33,7 @@ const QUEUE: usize = 16 * 1024;
 #[derive(Debug, Serialize)]
 pub(crate) struct Event<'a> {
     /// RFC 3339 time.
-    pub ts: String,
+    pub ts: &'a str,
     /// Always `"decision"`.
     pub event: &'static str,
     /// The request id (also in the `X-Request-Id` response header).
@@ -169,15 +173,13 @@ impl Audit {
     }
 
     /// Records an event ([`Event`] or [`RestEvent`]; never blocks).
-    pub fn record<E: Serialize>(&self, event: &E) {
+    pub fn record<E: Line>(&self, event: &E) {
         let Some(tx) = self.writer.as_ref().and_then(|w| w.tx.as_ref()) else { return };
-        // One allocation for a typical line (serde_json starts at 128 bytes).
-        let mut buf = Vec::with_capacity(384);
-        if serde_json::to_writer(&mut buf, event).is_err() {
+        // One allocation for a typical line.
+        let mut line = String::with_capacity(384);
+        if !event.write_line(&mut line) {
             return;
         }
-        // serde_json writes valid UTF-8 only.
-        let Ok(line) = String::from_utf8(buf) else { return };
         match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -192,9 +194,204 @@ impl Audit {
     }
 }
 
-/// Now as RFC 3339 with milliseconds.
+/// An audit event as one JSON line (without the newline).
+pub trait Line {
+    /// Appends the line to `out`; false if it cannot be written.
+    fn write_line(&self, out: &mut String) -> bool;
+}
+
+impl Line for Event<'_> {
+    fn write_line(&self, out: &mut String) -> bool {
+        // The members in the order, and with the omissions, of the serde
+        // derive (`an_event_line_is_what_serde_writes` holds it).
+        out.push_str("{\"ts\":");
+        json_str(out, self.ts);
+        out.push_str(",\"event\":");
+        json_str(out, self.event);
+        out.push_str(",\"request_id\":");
+        json_str(out, self.request_id);
+        out.push_str(",\"kind\":");
+        json_str(out, self.kind);
+        match self.client {
+            None => {}
+            // An address's text needs no escapes.
+            Some(std::net::IpAddr::V4(v4)) => {
+                out.push_str(",\"client\":\"");
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(itoa::Buffer::new().format(octet));
+                }
+                out.push('"');
+            }
+            Some(client) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, ",\"client\":\"{client}\"");
+            }
+        }
+        for (name, value) in
+            [(",\"user\":", self.user), (",\"channel\":", self.channel), (",\"rule\":", self.rule)]
+        {
+            if let Some(value) = value {
+                out.push_str(name);
+                json_str(out, value);
+            }
+        }
+        out.push_str(",\"decision\":");
+        json_str(out, self.decision);
+        out.push_str(",\"reason\":");
+        json_str(out, self.reason);
+        if !self.detail.is_empty() {
+            out.push_str(",\"detail\":");
+            json_str(out, self.detail);
+        }
+        out.push_str(",\"latency_us\":");
+        out.push_str(itoa::Buffer::new().format(self.latency_us));
+        if !self.shadow.is_empty() {
+            out.push_str(",\"shadow\":[");
+            for (i, s) in self.shadow.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"rule\":");
+                json_str(out, s.rule);
+                out.push_str(",\"decision\":");
+                json_str(out, s.decision);
+                out.push_str(",\"reason\":");
+                json_str(out, s.reason);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        out.push('}');
+        true
+    }
+}
+
+impl Line for RestEvent<'_> {
+    fn write_line(&self, out: &mut String) -> bool {
+        match serde_json::to_string(self) {
+            Ok(line) => {
+                out.push_str(&line);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: `"`,
+/// `\\`, and the control characters (`\b \t \n \f \r`, the others as
+/// `\u00xx`); everything else as it is.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    // Most strings need no escape: one scan without early exit (which the
+    // compiler vectorizes) tells.
+    if !bytes.iter().fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte: a char boundary.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`). The
+/// date and time of day are formatted once per second on each thread.
 pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    thread_local! {
+        /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS.`.
+        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
+    let now = SystemTime::now();
+    let Ok(since) = now.duration_since(UNIX_EPOCH) else {
+        return humantime::format_rfc3339_millis(now).to_string();
+    };
+    let secs = since.as_secs();
+    let prefix = SECOND.with(|cached| {
+        let (second, prefix) = cached.get();
+        if second == secs {
+            return Some(prefix);
+        }
+        let prefix = second_prefix(secs)?;
+        cached.set((secs, prefix));
+        Some(prefix)
+    });
+    let Some(prefix) = prefix else {
+        return humantime::format_rfc3339_millis(now).to_string();
+    };
+    with_millis(&prefix, since.subsec_millis())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a unix time, for years up to 9999.
+fn second_prefix(secs: u64) -> Option<[u8; 20]> {
+    let days = i64::try_from(secs / 86_400).ok()?;
+    let time = secs % 86_400;
+    // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            // A decimal digit.
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, month.unsigned_abs());
+    put(8, 2, day.unsigned_abs());
+    put(11, 2, time / 3600);
+    put(14, 2, time % 3600 / 60);
+    put(17, 2, time % 60);
+    Some(out)
+}
+
+fn with_millis(prefix: &[u8; 20], millis: u32) -> String {
+    let mut out = String::with_capacity(24);
+    // The prefix is ASCII digits and separators.
+    out.extend(prefix.iter().map(|&b| char::from(b)));
+    let digits = [millis / 100 % 10, millis / 10 % 10, millis % 10];
+    out.extend(digits.iter().filter_map(|&d| char::from_digit(d, 10)));
+    out.push('Z');
+    out
 }
 
 /// How long the writer lets events gather after writing a batch. Waking a
@@ -232,4 +429,75 @@ fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>) {
         }
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_line_is_what_serde_writes() {
+        let shadow = [
+            ShadowOutcome { rule: "s1", decision: "allow", reason: "" },
+            ShadowOutcome { rule: "s\"2", decision: "deny", reason: "rule_denied" },
+        ];
+        let odd: String = (0u8..0x20).map(char::from).chain("\"\\/\u{7f}é😀 \u{2028}".chars()).collect();
+        let clients = [
+            None,
+            Some("127.0.0.1".parse().unwrap()),
+            Some("10.200.0.255".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap()),
+            Some("::ffff:192.0.2.1".parse().unwrap()),
+        ];
+        let strings = [None, Some(""), Some("private-user-u1"), Some(odd.as_str())];
+        let mut lines = 0;
+        for client in clients {
+            for text in strings {
+                for shadow in [&shadow[..0], &shadow[..]] {
+                    let ts = now_rfc3339();
+                    let event = Event {
+                        ts: &ts,
+                        event: "decision",
+                        request_id: text.unwrap_or("cg-1-a"),
+                        kind: "channel",
+                        client,
+                        user: text,
+                        channel: text,
+                        rule: text,
+                        decision: "deny",
+                        reason: text.unwrap_or(""),
+                        detail: text.unwrap_or(""),
+                        latency_us: lines * 977 + u64::from(text.is_some()) * u64::MAX / 2,
+                        shadow,
+                    };
+                    let mut line = String::new();
+                    assert!(event.write_line(&mut line));
+                    assert_eq!(line, serde_json::to_string(&event).unwrap());
+                    lines += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_humantime_s() {
+        let mut secs: u64 = 0;
+        // From 1970 to 9999, in uneven steps; leap days and year ends too.
+        let mut samples =
+            vec![951_782_399, 951_782_400, 951_868_800, 1_704_067_199, 4_107_542_400, 253_402_300_799];
+        while secs < 253_402_300_799 {
+            samples.push(secs);
+            secs += 7_919_993;
+        }
+        for (i, secs) in samples.into_iter().enumerate() {
+            let millis = (i as u32 * 37) % 1000;
+            let time = UNIX_EPOCH + std::time::Duration::new(secs, millis * 1_000_000 + 999);
+            let ours = second_prefix(secs).map(|p| with_millis(&p, millis));
+            assert_eq!(ours, Some(humantime::format_rfc3339_millis(time).to_string()), "{secs}");
+        }
+        assert_eq!(second_prefix(253_402_300_800), None, "year 10000 goes to humantime");
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(humantime::parse_rfc3339(&now).is_ok(), "{now}");
+    }
 }

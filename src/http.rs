@@ -22,7 +22,6 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -32,7 +31,7 @@ use http_body_util::Full;
 use crate::app::{Gateway, Runtime};
 use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::reason::Reason;
-use crate::telemetry::{DecisionLabels, RequestLabels, ShadowLabels};
+use crate::telemetry::{DecisionLabels, ShadowLabels};
 use error::ApiError;
 use handlers::{Decided, Outcome};
 
@@ -59,7 +58,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// What a handler needs to know about its request besides the body: the
 /// runtime, the gateway the request keeps to the end (whatever a reload
 /// does), the request head, its id, the client address (after trusted
-/// proxies) and when it started.
+/// proxies) and the time it arrived at.
 pub(crate) struct Ctx<'a> {
     /// What outlives reloads: metrics, audit, revocations.
     pub rt: &'a Runtime,
@@ -71,9 +70,8 @@ pub(crate) struct Ctx<'a> {
     pub request_id: &'a str,
     /// The client address, after trusted proxies.
     pub client: IpAddr,
-    /// When the request arrived.
-    pub started: Instant,
-    /// The time the request is decided at (read once).
+    /// When the request arrived: the time it is decided at, and the start
+    /// of its latency (read once).
     pub now: crate::session::Now,
 }
 
@@ -180,15 +178,17 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let started = Instant::now();
+    // One read of the clocks: the time decisions are made at, and the start
+    // of the request's latency.
+    let now = crate::session::Now::system();
+    let started = now.instant;
     // This request keeps this gateway to the end, whatever a reload does.
     let gw = rt.gateway();
     let request_id = request_id(req.headers());
     let (parts, body) = req.into_parts();
     let route = Route::of(&gw, parts.uri.path());
     let client = gw.limits.client_ip(peer.ip(), &parts.headers);
-    let now = crate::session::Now::system();
-    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, started, now };
+    let cx = Ctx { rt: &rt, gw: &gw, parts: &parts, request_id: &request_id, client, now };
 
     let outcome = match (route, &parts.method) {
         (Route::Channel | Route::User, &Method::OPTIONS) => Outcome::response(cors::preflight(&cx)),
@@ -201,38 +201,41 @@ where
         (Route::Health | Route::Ready, _) => Outcome::refused(ApiError::method_not_allowed("GET, HEAD")),
         (Route::Other, _) => Outcome::refused(ApiError::not_found()),
     };
-    let mut resp = finish(&cx, outcome);
+    // The latency of the audit events and of the histogram: read once.
+    let latency = started.elapsed();
+    let mut resp = finish(&cx, outcome, latency);
 
     // A refused preflight carries no grants, or the browser would go ahead.
     let refused_preflight = parts.method == Method::OPTIONS && resp.status().is_client_error();
     if matches!(route, Route::Channel | Route::User) && !refused_preflight {
         cors::add_headers(&gw, &parts.headers, resp.headers_mut());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
     let status = resp.status().as_u16();
-    rt.metrics.requests.get_or_create(&RequestLabels { endpoint: route.label(), status }).inc();
+    crate::telemetry::count_request(&rt.metrics, route.label(), status);
     if matches!(route, Route::Channel | Route::User) && parts.method == Method::POST {
-        crate::telemetry::observe(&rt.metrics, route.label(), started.elapsed().as_secs_f64());
+        crate::telemetry::observe(&rt.metrics, route.label(), latency.as_secs_f64());
     }
     tracing::debug!(
         request_id = %request_id,
         method = %parts.method,
         path = %parts.uri.path(),
         status,
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = latency.as_micros() as u64,
         "request"
     );
+    // The id's text becomes the header value as it is (no copy).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     Ok(resp)
 }
 
 /// Records what a request did — one audit event and one set of decision
 /// metrics per decision, a log line for a refusal — and builds its response.
-fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
+fn finish(cx: &Ctx<'_>, outcome: Outcome, latency: std::time::Duration) -> Response<Body> {
     let Outcome { answer, decisions, user } = outcome;
-    for decided in &decisions {
-        record(cx, decided, user.as_deref());
+    if !decisions.is_empty() {
+        record(cx, &decisions, user.as_deref(), latency);
     }
     match answer {
         Ok(handlers::Answer::Json(body)) => error::ok(body),
@@ -267,67 +270,95 @@ fn finish(cx: &Ctx<'_>, outcome: Outcome) -> Response<Body> {
     }
 }
 
-/// One decision: the decision metrics, a debug line, an audit event.
-fn record(cx: &Ctx<'_>, d: &Decided, user: Option<&str>) {
+/// A request's decisions: the decision metrics, a debug line and an audit
+/// event each. The time and latency are read once for all of them (a
+/// batch decides ten channels), and equal metric labels are counted
+/// together.
+fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std::time::Duration) {
     let rt = cx.rt;
-    let (decision, reason, detail) = match &d.denial {
+    let audit =
+        rt.audit.enabled().then(|| (now_rfc3339(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
+    for (i, d) in decisions.iter().enumerate() {
+        let (decision, reason, detail) = outcome(d);
+        let rule = d.rule.as_deref();
+        // Counted once for every decision with the same labels: at the
+        // first of them.
+        if !decisions[..i].iter().any(|earlier| labels(earlier) == labels(d)) {
+            let same = decisions[i..].iter().filter(|later| labels(later) == labels(d)).count();
+            rt.metrics
+                .decisions
+                .get_or_create(&DecisionLabels {
+                    kind: d.kind.as_str(),
+                    rule: d.rule.clone().unwrap_or_else(no_rule),
+                    result: decision,
+                    reason: reason.map_or("", Reason::as_str),
+                })
+                .inc_by(same as u64);
+        }
+        for s in &d.shadow {
+            rt.metrics
+                .shadow
+                .get_or_create(&ShadowLabels {
+                    rule: s.rule.clone(),
+                    result: if s.allow { "allow" } else { "deny" },
+                })
+                .inc();
+        }
+        tracing::debug!(
+            request_id = %cx.request_id,
+            user = user.unwrap_or(""),
+            channel = d.channel.as_deref().unwrap_or(""),
+            rule = rule.unwrap_or(""),
+            decision,
+            reason = reason.map_or("", Reason::as_str),
+            "decision"
+        );
+        if let Some((ts, latency_us)) = &audit {
+            let shadow: Vec<ShadowOutcome<'_>> = d
+                .shadow
+                .iter()
+                .map(|s| ShadowOutcome {
+                    rule: &s.rule,
+                    decision: if s.allow { "allow" } else { "deny" },
+                    reason: s.reason.map_or("", Reason::as_str),
+                })
+                .collect();
+            rt.audit.record(&Event {
+                ts,
+                event: "decision",
+                request_id: cx.request_id,
+                kind: d.kind.as_str(),
+                client: Some(cx.client),
+                user,
+                channel: d.channel.as_deref(),
+                rule,
+                decision,
+                reason: reason.map_or("", Reason::as_str),
+                detail,
+                latency_us: *latency_us,
+                shadow: &shadow,
+            });
+        }
+    }
+}
+
+/// A decision's result, reason and operator detail.
+fn outcome(d: &Decided) -> (&'static str, Option<Reason>, &str) {
+    match &d.denial {
         None => ("allow", None, ""),
         Some((reason, detail)) => ("deny", Some(*reason), detail.as_str()),
-    };
-    let rule = d.rule.as_deref();
-    rt.metrics
-        .decisions
-        .get_or_create(&DecisionLabels {
-            kind: d.kind.as_str(),
-            rule: rule.unwrap_or("").to_owned(),
-            result: decision,
-            reason: reason.map_or("", Reason::as_str),
-        })
-        .inc();
-    for s in &d.shadow {
-        rt.metrics
-            .shadow
-            .get_or_create(&ShadowLabels {
-                rule: s.rule.to_string(),
-                result: if s.allow { "allow" } else { "deny" },
-            })
-            .inc();
     }
-    tracing::debug!(
-        request_id = %cx.request_id,
-        user = user.unwrap_or(""),
-        channel = d.channel.as_deref().unwrap_or(""),
-        rule = rule.unwrap_or(""),
-        decision,
-        reason = reason.map_or("", Reason::as_str),
-        "decision"
-    );
-    if rt.audit.enabled() {
-        let shadow: Vec<ShadowOutcome<'_>> = d
-            .shadow
-            .iter()
-            .map(|s| ShadowOutcome {
-                rule: &s.rule,
-                decision: if s.allow { "allow" } else { "deny" },
-                reason: s.reason.map_or("", Reason::as_str),
-            })
-            .collect();
-        rt.audit.record(&Event {
-            ts: now_rfc3339(),
-            event: "decision",
-            request_id: cx.request_id,
-            kind: d.kind.as_str(),
-            client: Some(cx.client),
-            user,
-            channel: d.channel.as_deref(),
-            rule,
-            decision,
-            reason: reason.map_or("", Reason::as_str),
-            detail,
-            latency_us: u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            shadow: &shadow,
-        });
-    }
+}
+
+/// What a decision's metric labels are made of.
+fn labels(d: &Decided) -> (handlers::Kind, Option<&str>, Option<Reason>) {
+    (d.kind, d.rule.as_deref(), outcome(d).1)
+}
+
+/// The `rule` label of a decision no rule made.
+fn no_rule() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 /// Readiness, with the state of each remote issuer's keys (no key

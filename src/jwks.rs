@@ -26,11 +26,11 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::session::{AuthError, JwksKeys, KeyFingerprint, RemoteKeySet};
+use crate::session::{AuthError, JwksKeys, KeyFingerprint, PublicKey, RemoteKeySet};
 use crate::upstream::{HttpsClient, https_client};
 
 /// Largest JWKS or discovery document accepted.
@@ -476,7 +476,7 @@ impl Https {
 }
 
 impl RemoteKeySet for RemoteKeys {
-    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(DecodingKey, KeyFingerprint), AuthError> {
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(PublicKey, KeyFingerprint), AuthError> {
         let loaded = self.current.load();
         let Some(loaded) = loaded.as_ref() else {
             return Err(AuthError::KeysUnavailable);

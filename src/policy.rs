@@ -102,6 +102,10 @@ impl Rule {
 struct Expression {
     source: String,
     program: cel::Program,
+    /// `token` is only read through its members (`token.x`,
+    /// `has(token.x)`): a session's lazy claims answer it without building
+    /// the whole claims map.
+    token_by_member: bool,
 }
 
 struct PresenceSpec {

@@ -191,11 +191,11 @@ impl Revocations {
         if !self.in_sync() && self.on_error == OnStoreError::Deny {
             return Check::Unavailable;
         }
-        let now = now();
         let Ok(local) = self.local.read() else { return Check::Unavailable };
         if local.is_empty() {
             return Check::Clear;
         }
+        let now = now();
         let revoked = |kind: Kind, name: &str| {
             claim(name).and_then(|v| local.get(&(kind, v.to_owned()))).is_some_and(|exp| *exp > now)
         };

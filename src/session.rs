@@ -40,7 +40,8 @@ pub use cache::{Authenticator, CacheSettings, Now, Session, TokenCache};
 pub use extract::{TokenOrigin, TokenSource, extract_token};
 pub use jwt::{IssuerSettings, Verified, Verifier};
 pub use keys::{
-    HmacKeys, JwksKey, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, RemoteKeySet, parse_algorithm,
+    HmacKeys, JwksKey, JwksKeys, KeyError, KeyFingerprint, KeySet, PemKey, PublicKey, RemoteKeySet,
+    parse_algorithm,
 };
 
 /// Verified claims of a session token: the payload's JSON text (a JSON
@@ -52,24 +53,43 @@ pub use keys::{
 #[derive(Clone)]
 pub struct Claims {
     json: Box<str>,
+    /// Where the members are in `json`, found by the check that read it.
+    spans: Option<Box<[MemberSpan]>>,
     map: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Where one member of a claims object is in its JSON text: the name
+/// (between its quotes, without escapes) and the value's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpan {
+    /// The member's name.
+    pub name: std::ops::Range<usize>,
+    /// The member's value, as JSON text.
+    pub value: std::ops::Range<usize>,
 }
 
 impl Claims {
     /// Wraps a claims object.
     pub fn new(map: serde_json::Map<String, serde_json::Value>) -> Self {
         let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned()).into_boxed_str();
-        Self { json, map: std::sync::OnceLock::from(map) }
+        Self { json, spans: None, map: std::sync::OnceLock::from(map) }
     }
 
-    /// Claims from a payload already checked to be a JSON object.
-    pub(crate) fn from_checked_json(json: String) -> Self {
-        Self { json: json.into_boxed_str(), map: std::sync::OnceLock::new() }
+    /// Claims from a payload already checked to be a JSON object, with its
+    /// members' positions when the check found them.
+    pub(crate) fn from_checked_json(json: String, spans: Option<Box<[MemberSpan]>>) -> Self {
+        Self { json: json.into_boxed_str(), spans, map: std::sync::OnceLock::new() }
     }
 
     /// The payload's JSON text.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// Where each member is in [`Claims::json`], in payload order, when the
+    /// verification found it (member names without escapes).
+    pub fn member_spans(&self) -> Option<&[MemberSpan]> {
+        self.spans.as_deref()
     }
 
     /// All claims, in the order of the token's payload.

@@ -3,7 +3,8 @@
 //! `SocketId`/`ChannelName` parsing.
 //!
 //! Properties: never panics; a decoded form is exactly `form_urlencoded`'s
-//! pairs and holds no U+FFFD; `one` is `Some` for a field sent once and a
+//! pairs and holds no U+FFFD, and a form is refused only when those pairs
+//! would hold one; `one` is `Some` for a field sent once and a
 //! `duplicate_field` error for one sent twice; `batch_channels` returns one
 //! value per `channel_name[N]` field, or a 400 reason.
 #![no_main]
@@ -24,6 +25,13 @@ fuzz_target!(|data: &[u8]| {
             }
             common::check_fields(&fields);
         }
-        Err(e) => assert_eq!(e.reason(), "invalid_body"),
+        Err(e) => {
+            assert_eq!(e.reason(), "invalid_body");
+            // Refused only when a lossy decode would have put U+FFFD in.
+            assert!(
+                form_urlencoded::parse(data).any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}')),
+                "parse_form refused a form form_urlencoded decodes cleanly"
+            );
+        }
     }
 });

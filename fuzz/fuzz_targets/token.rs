@@ -17,7 +17,7 @@
 //! Properties: never panics; no error message contains the token; a
 //! verified token passed every documented check (types, required claims,
 //! `exp`/`nbf`/`iat` with leeway, `iss`, `aud`), and its claims are its
-//! payload; an extracted token is non-empty, taken from the source that
+//! payload (and the members the check located are the payload's); an extracted token is non-empty, taken from the source that
 //! says so, and a bearer token has no space or tab.
 #![no_main]
 
@@ -128,6 +128,16 @@ fn check(verifier: &Verifier, token: &str, now: u64, result: &Result<channelgate
             }
             // Debug prints names only.
             assert_eq!(format!("{claims:?}"), format!("Claims({:?})", Names(map)));
+            // The members the check located are the payload's, name and value.
+            if let Some(spans) = claims.member_spans() {
+                assert_eq!(spans.len(), map.len(), "a located member per claim");
+                for (span, (name, value)) in spans.iter().zip(map) {
+                    assert_eq!(&claims.json()[span.name.clone()], name, "located name");
+                    let text = &claims.json()[span.value.clone()];
+                    let located: Value = serde_json::from_str(text).expect("a located value is JSON");
+                    assert_eq!(&located, value, "located value of {name}");
+                }
+            }
         }
         Err(e) => {
             let msg = e.to_string();

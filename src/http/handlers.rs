@@ -193,7 +193,7 @@ async fn one_channel(
         Err(e) => return out.refuse_deciding(Kind::Channel, Some(channel.as_str()), e),
     };
     let request = Request { token: session.token(), socket_id: &socket, origin: origin(cx) };
-    let answer = decide(cx, &request, &socket, &channel, &mut out).await;
+    let answer = decide(cx, &request, &socket, channel, &mut out).await;
     out.answer = answer.map(|auth| Answer::Json(auth.to_json()));
     out
 }
@@ -221,7 +221,7 @@ async fn batch_channels(
         js_json::write_str(&mut body, name);
         body.push(':');
         let decided = match parse_channel(name) {
-            Ok(c) => decide(cx, &request, &socket, &c, &mut out).await,
+            Ok(c) => decide(cx, &request, &socket, c, &mut out).await,
             Err(e) => Err(e),
         };
         match decided {
@@ -405,7 +405,7 @@ async fn decide(
     cx: &Ctx<'_>,
     request: &Request<'_>,
     socket: &SocketId,
-    channel: &ChannelName,
+    channel: ChannelName,
     out: &mut Outcome,
 ) -> Result<ChannelAuth, ApiError> {
     let gw = cx.gw;
@@ -413,7 +413,7 @@ async fn decide(
         tracing::warn!(channel = %channel, "encrypted channel requested but no encryption_master_key is configured");
         out.decisions.push(Decided {
             kind: Kind::Channel,
-            channel: Some(channel.as_str().to_owned()),
+            channel: Some(channel.into_string()),
             rule: None,
             denial: Some((Reason::EncryptionNotConfigured, "no encryption_master_key is configured".into())),
             shadow: Vec::new(),
@@ -422,29 +422,30 @@ async fn decide(
     }
     let (decision, shadow) = if gw.policy.has_lookups() {
         let now = tokio::time::Instant::from_std(cx.now.instant);
-        let (facts, _) = crate::app::lookups::gather(gw, request, channel, now, false).await;
-        gw.policy.authorize_channel_with_facts(request, channel, &facts, None)
+        let (facts, _) = crate::app::lookups::gather(gw, request, &channel, now, false).await;
+        gw.policy.authorize_channel_with_facts(request, &channel, &facts, None)
     } else {
-        gw.policy.authorize_channel_with_shadow(request, channel, None)
+        gw.policy.authorize_channel_with_shadow(request, &channel, None)
     };
-    out.decisions.push(Decided {
-        kind: Kind::Channel,
-        channel: Some(channel.as_str().to_owned()),
-        rule: decision.rule_arc(),
-        denial: denial(&decision),
-        shadow,
-    });
-    match decision {
+    let answer = match &decision {
         Decision::Allow { data, .. } => {
-            gw.signer.authorize_channel(socket, channel, data.as_deref()).map_err(|e| match e {
+            gw.signer.authorize_channel(socket, &channel, data.as_deref()).map_err(|e| match e {
                 SignError::PublicChannel => {
                     ApiError::new(Reason::PublicChannel, "public channels are not signed")
                 }
                 SignError::NoMasterKey => not_configured(),
             })
         }
-        Decision::Deny { reason, rule } => Err(ApiError::denied(&reason, rule.as_deref())),
-    }
+        Decision::Deny { reason, rule } => Err(ApiError::denied(reason, rule.as_deref())),
+    };
+    out.decisions.push(Decided {
+        kind: Kind::Channel,
+        channel: Some(channel.into_string()),
+        rule: decision.rule_arc(),
+        denial: denial(&decision),
+        shadow,
+    });
+    answer
 }
 
 fn not_configured() -> ApiError {

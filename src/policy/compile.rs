@@ -490,7 +490,59 @@ fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, Ex
             hint: Some(function_hint(f)),
         });
     }
-    Ok(Expression { source: source.to_owned(), program })
+    let token_by_member = token_read_by_member(program.expression());
+    Ok(Expression { source: source.to_owned(), program, token_by_member })
+}
+
+/// Whether `token` appears in `expr` only as the operand of a field
+/// selection or an index (`token.x`, `has(token.x)`, `token["x"]`), never as
+/// a value of its own
+/// (`size(token)`, `token == {...}`, `[token]`, a comprehension over it or a
+/// variable of that name). Those expressions can be answered member by
+/// member; any other use of the name gets the whole map.
+pub(super) fn token_read_by_member(expr: &cel::IdedExpr) -> bool {
+    use cel::IdedExpr;
+    use cel::common::ast::{EntryExpr, Expr};
+    let entries_ok = |entries: &[cel::common::ast::IdedEntryExpr]| {
+        entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::StructField(field) => token_read_by_member(&field.value),
+            EntryExpr::MapEntry(entry) => {
+                token_read_by_member(&entry.key) && token_read_by_member(&entry.value)
+            }
+        })
+    };
+    match &expr.expr {
+        Expr::Ident(name) => name != "token",
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if name == "token" => true,
+            _ => token_read_by_member(&select.operand),
+        },
+        // `token["x"]` is a lookup too.
+        Expr::Call(call)
+            if call.func_name == "_[_]"
+                && call.target.is_none()
+                && matches!(call.args.as_slice(), [IdedExpr { expr: Expr::Ident(name), .. }, _] if name == "token") =>
+        {
+            call.args[1..].iter().all(token_read_by_member)
+        }
+        Expr::Call(call) => {
+            call.target.as_deref().is_none_or(token_read_by_member)
+                && call.args.iter().all(token_read_by_member)
+        }
+        Expr::Comprehension(c) => {
+            // A comprehension variable called `token` shadows the claims.
+            c.iter_var != "token"
+                && c.iter_var2.as_deref() != Some("token")
+                && c.accu_var != "token"
+                && [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+                    .into_iter()
+                    .all(token_read_by_member)
+        }
+        Expr::List(list) => list.elements.iter().all(token_read_by_member),
+        Expr::Map(map) => entries_ok(&map.entries),
+        Expr::Struct(s) => entries_ok(&s.entries),
+        Expr::Literal(_) | Expr::Unspecified => true,
+    }
 }
 
 /// Operators appear among a program's functions under internal names

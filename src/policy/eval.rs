@@ -252,7 +252,7 @@ impl Policy {
     /// The claims as JSON (for a decision hook's question): the whole map,
     /// converted from the session's CEL value.
     pub fn claims_json(&self, request: &Request<'_>) -> serde_json::Value {
-        let vars = Vars { request, channel: None, captures: &[], query: None, hook: None };
+        let vars = Vars::new(request, None, &[]);
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
         self.token_program
@@ -332,11 +332,11 @@ impl Policy {
             (Some(_), Some(Fact::Refused(m))) => return deny(DenyReason::RuleError(format!("hook: {m}"))),
             (Some(_), None) => return deny(DenyReason::RuleError("the rule's hook was not asked".into())),
         };
-        let vars = Vars { request, channel: Some(channel.as_str()), captures, query, hook };
+        let vars = Vars { query, hook, ..Vars::new(request, Some(channel.as_str()), captures) };
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
 
-        match eval_bool(&ctx, "allow", &rule.allow, trace.as_deref_mut()) {
+        match eval_bool(&ctx, &vars, "allow", &rule.allow, trace.as_deref_mut()) {
             Ok(true) => {}
             Ok(false) if rule.hook_decides => {
                 let reason = hook.and_then(|h| h.claim_str("reason")).map(str::to_owned);
@@ -348,7 +348,7 @@ impl Policy {
         let Some(presence) = &rule.presence else {
             return Decision::Allow { rule: Some(rule.name.clone()), data: None };
         };
-        let user_id = match eval(&ctx, "presence.user_id", &presence.user_id, trace.as_deref_mut())
+        let user_id = match eval(&ctx, &vars, "presence.user_id", &presence.user_id, trace.as_deref_mut())
             .and_then(|v| user_id_string(&v, false))
         {
             Ok(id) => id,
@@ -357,7 +357,7 @@ impl Policy {
         let mut data = serde_json::Map::new();
         data.insert("user_id".into(), serde_json::Value::String(user_id));
         if let Some(fields) = &presence.user_info {
-            let info = eval_fields(&ctx, "presence.user_info", fields, trace);
+            let info = eval_fields(&ctx, &vars, "presence.user_info", fields, trace);
             data.insert("user_info".into(), serde_json::Value::Object(info));
         }
         let channel_data = js_json::to_string(&serde_json::Value::Object(data));
@@ -375,18 +375,18 @@ impl Policy {
         let Some(user) = &self.user else {
             return Decision::Deny { rule: None, reason: DenyReason::SigninDisabled };
         };
-        let vars = Vars { request, channel: None, captures: &[], query: None, hook: None };
+        let vars = Vars::new(request, None, &[]);
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
         let deny = |reason| Decision::Deny { rule: None, reason };
         if let Some(allow) = &user.allow {
-            match eval_bool(&ctx, "user.allow", allow, trace.as_deref_mut()) {
+            match eval_bool(&ctx, &vars, "user.allow", allow, trace.as_deref_mut()) {
                 Ok(true) => {}
                 Ok(false) => return deny(DenyReason::RuleDenied),
                 Err(e) => return deny(DenyReason::RuleError(e)),
             }
         }
-        let id = match eval(&ctx, "user.id", &user.id, trace.as_deref_mut())
+        let id = match eval(&ctx, &vars, "user.id", &user.id, trace.as_deref_mut())
             .and_then(|v| user_id_string(&v, true))
         {
             Ok(id) => id,
@@ -395,11 +395,11 @@ impl Policy {
         let mut data = serde_json::Map::new();
         data.insert("id".into(), serde_json::Value::String(id));
         if let Some(fields) = &user.user_info {
-            let info = eval_fields(&ctx, "user.user_info", fields, trace.as_deref_mut());
+            let info = eval_fields(&ctx, &vars, "user.user_info", fields, trace.as_deref_mut());
             data.insert("user_info".into(), serde_json::Value::Object(info));
         }
         if let Some(watchlist) = &user.watchlist {
-            match eval(&ctx, "user.watchlist", watchlist, trace).and_then(|v| string_list(&v)) {
+            match eval(&ctx, &vars, "user.watchlist", watchlist, trace).and_then(|v| string_list(&v)) {
                 Ok(list) => {
                     data.insert("watchlist".into(), serde_json::Value::Array(list));
                 }
@@ -431,12 +431,34 @@ struct Vars<'r, 'a> {
     query: Option<&'r TokenValue>,
     /// What the rule's hook answered (`hook`), if it has one.
     hook: Option<&'r TokenValue>,
+    /// The expression being evaluated reads `token` by member only
+    /// ([`Expression::token_by_member`]): `token` is then the lazy claims.
+    token_by_member: std::sync::atomic::AtomicBool,
+}
+
+impl<'r, 'a> Vars<'r, 'a> {
+    fn new(request: &'r Request<'a>, channel: Option<&'r str>, captures: &'r [(&'r str, &'r str)]) -> Self {
+        Self {
+            request,
+            channel,
+            captures,
+            query: None,
+            hook: None,
+            token_by_member: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl VariableResolver for Vars<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
-            "token" => Some(CowVal::Borrowed(self.request.token.as_val())),
+            "token" => {
+                Some(CowVal::Borrowed(if self.token_by_member.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.request.token.as_member_lookups()
+                } else {
+                    self.request.token.as_val()
+                }))
+            }
             // `token.NAME` is looked up as a qualified variable before
             // `token`: answering it converts one claim, not the whole map.
             // An absent claim falls through to `token` and its usual error.
@@ -482,10 +504,12 @@ impl VariableResolver for Vars<'_, '_> {
 
 fn eval(
     ctx: &cel::Context<'_, '_>,
+    vars: &Vars<'_, '_>,
     what: &str,
     expr: &Expression,
     trace: Option<&mut Trace>,
 ) -> Result<Value, String> {
+    vars.token_by_member.store(expr.token_by_member, std::sync::atomic::Ordering::Relaxed);
     let result = expr.program.execute(ctx).map_err(|e| format!("`{what}` failed: {e}"));
     if let Some(t) = trace {
         t.steps.push(TraceStep {
@@ -502,11 +526,12 @@ fn eval(
 
 fn eval_bool(
     ctx: &cel::Context<'_, '_>,
+    vars: &Vars<'_, '_>,
     what: &str,
     expr: &Expression,
     trace: Option<&mut Trace>,
 ) -> Result<bool, String> {
-    match eval(ctx, what, expr, trace)? {
+    match eval(ctx, vars, what, expr, trace)? {
         Value::Bool(b) => Ok(b),
         other => Err(format!("`{what}` gave a {}, not a bool", type_name(&other))),
     }
@@ -516,6 +541,7 @@ fn eval_bool(
 /// claim) is left out.
 fn eval_fields(
     ctx: &cel::Context<'_, '_>,
+    vars: &Vars<'_, '_>,
     what: &str,
     fields: &[(String, Expression)],
     mut trace: Option<&mut Trace>,
@@ -523,7 +549,7 @@ fn eval_fields(
     let mut out = serde_json::Map::with_capacity(fields.len());
     for (name, expr) in fields {
         let label = format!("{what}.{name}");
-        match eval(ctx, &label, expr, trace.as_deref_mut()) {
+        match eval(ctx, vars, &label, expr, trace.as_deref_mut()) {
             Ok(v) => match cel_to_json(&v) {
                 Some(j) => {
                     out.insert(name.clone(), j);

@@ -11,6 +11,14 @@
 //!   `{name:REGEX}` narrows it; at most one plain capture per pattern, so the
 //!   split of a channel into captures is never ambiguous;
 //! - the whole channel name must match (`^…$`); nothing is matched by prefix.
+//!
+//! The usual shapes are matched without the regex: a literal channel, and a
+//! literal prefix (and suffix) around one capture that is plain
+//! (`private-user-{user}`) or one character class repeated
+//! (`private-doc-{doc:[0-9]+}`) — anchored at both ends, such a capture is
+//! whatever lies between the literals, and a channel name holds only
+//! channel-name characters. Other patterns first check their literal
+//! prefix. A test holds both ways to the same answers.
 
 use std::fmt;
 
@@ -58,6 +66,20 @@ pub struct Pattern {
     kind: ChannelKind,
     regex: Regex,
     captures: Vec<String>,
+    shape: Shape,
+}
+
+/// How a channel is matched.
+#[derive(Clone, Debug)]
+enum Shape {
+    /// The pattern is one literal.
+    Literal(String),
+    /// `prefix{capture}suffix` with a plain capture (any channel-name
+    /// characters: `class` is `None`) or a `[class]+` one: the capture is
+    /// what lies between, non-empty, each byte in the class.
+    Around { prefix: String, suffix: String, class: Option<ByteClass> },
+    /// Anything else: the regex, after the literal prefix.
+    Regex { prefix: String },
 }
 
 /// Why a pattern does not compile. The message is for a person.
@@ -148,7 +170,23 @@ impl Pattern {
         }
         re.push('$');
         let regex = Regex::new(&re).map_err(|e| err(format!("pattern does not compile: {e}")))?;
-        Ok(Self { source: source.to_owned(), kind, regex, captures })
+        let around = |prefix: &str, regex: Option<&str>, suffix: &str| {
+            let class = match regex {
+                None => None,
+                Some(regex) => Some(ByteClass::of_repeated_class(regex)?),
+            };
+            Some(Shape::Around { prefix: prefix.to_owned(), suffix: suffix.to_owned(), class })
+        };
+        let shape = match segments.as_slice() {
+            [Segment::Literal(all)] => Some(Shape::Literal((*all).to_owned())),
+            [Segment::Literal(prefix), Segment::Capture { regex, .. }] => around(prefix, *regex, ""),
+            [Segment::Literal(prefix), Segment::Capture { regex, .. }, Segment::Literal(suffix)] => {
+                around(prefix, *regex, suffix)
+            }
+            _ => None,
+        };
+        let shape = shape.unwrap_or_else(|| Shape::Regex { prefix: prefix.to_owned() });
+        Ok(Self { source: source.to_owned(), kind, regex, captures, shape })
     }
 
     /// The pattern as written.
@@ -168,6 +206,33 @@ impl Pattern {
 
     /// Matches a channel; returns the captures in pattern order.
     pub fn matches<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
+        if channel.kind() != self.kind {
+            return None;
+        }
+        let name = channel.as_str();
+        match &self.shape {
+            Shape::Literal(literal) => (name == literal).then(Vec::new),
+            Shape::Around { prefix, suffix, class } => {
+                let capture = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                // Every character of a channel name is a channel-name
+                // character: a plain capture only has to be non-empty.
+                if capture.is_empty() || class.as_ref().is_some_and(|class| !class.holds_all(capture)) {
+                    return None;
+                }
+                let capture_name = self.captures.first()?;
+                Some(vec![(capture_name.as_str(), capture)])
+            }
+            Shape::Regex { prefix } => {
+                if !name.starts_with(prefix.as_str()) {
+                    return None;
+                }
+                self.matches_by_regex(channel)
+            }
+        }
+    }
+
+    /// [`Pattern::matches`] by the regex alone.
+    fn matches_by_regex<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
         if channel.kind() != self.kind {
             return None;
         }
@@ -220,6 +285,55 @@ impl Pattern {
             }
         }
         out
+    }
+}
+
+/// A set of ASCII bytes: a capture regex that is one bracketed class
+/// repeated (`[0-9]+`, `[a-z0-9_-]+`), matched without the regex.
+#[derive(Clone, Copy, Debug)]
+struct ByteClass(u128);
+
+impl ByteClass {
+    /// The class of a regex that is exactly `[ITEMS]+`, where each item is
+    /// an ASCII letter, digit or channel-name punctuation, or a range of
+    /// letters or digits (`a-z`); `None` for anything else (negation,
+    /// escapes, other repetitions), which the regex then matches.
+    fn of_repeated_class(regex: &str) -> Option<Self> {
+        let items = regex.strip_prefix('[')?.strip_suffix("]+")?.as_bytes();
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"_=@,.;".contains(&b);
+        let mut set = 0u128;
+        let mut i = 0;
+        while i < items.len() {
+            let b = items[i];
+            if b == b'-' && (i == 0 || i == items.len() - 1) {
+                // A `-` first or last is itself.
+                set |= 1 << b;
+                i += 1;
+            } else if !plain(b) {
+                return None;
+            } else if items.get(i + 1) == Some(&b'-') && i + 2 < items.len() {
+                let end = items[i + 2];
+                let same_kind = (b.is_ascii_digit() && end.is_ascii_digit())
+                    || (b.is_ascii_lowercase() && end.is_ascii_lowercase())
+                    || (b.is_ascii_uppercase() && end.is_ascii_uppercase());
+                if !same_kind || end < b {
+                    return None;
+                }
+                for c in b..=end {
+                    set |= 1 << c;
+                }
+                i += 3;
+            } else {
+                set |= 1 << b;
+                i += 1;
+            }
+        }
+        (set != 0).then_some(Self(set))
+    }
+
+    /// Whether every byte of `s` is in the class.
+    fn holds_all(&self, s: &str) -> bool {
+        s.bytes().all(|b| b < 128 && self.0 & (1 << b) != 0)
     }
 }
 
@@ -365,6 +479,107 @@ mod tests {
         assert_eq!(caps("private-lobby", "private-lobby2"), None);
         // A `.` in a literal is a literal dot, not "any character".
         assert_eq!(caps("private-a.b", "private-axb"), None);
+    }
+
+    #[test]
+    fn the_shapes_match_as_the_regex_does() {
+        let patterns = [
+            "private-doc-{doc:[0-9]+}",
+            "presence-room-{room:[0-9]+}",
+            "private-org-{org:[a-z0-9]+}-announcements",
+            "private-org-{org:[a-z0-9-]+}-x",
+            "private-{x:[-a-z]+}",
+            "private-{x:[a-zA-Z_.]+}",
+            "private-{x:[0-9a-f]+}-y",
+            "private-{x:[a-c-]+}",
+            "private-{x:[=@,;]+}",
+            "private-{x:[a-]+}",
+            "private-{x:[^a-z]+}",
+            "private-{x:[a-z]*}",
+            "private-{x:[0-9]+}-{y:[a-z]+}",
+            "private-user-{user}",
+            "private-org-{org}-announcements",
+            "private-{x}",
+            "private-encrypted-{x}",
+            "presence-{x}",
+            "presence-lobby",
+            "private-a.b",
+            "private-{x}-",
+            "private-doc-{doc:[0-9]+}",
+            "presence-room-{room:[0-9]{2,3}}",
+            "private-team-{team:[a-z]+}-doc-{doc}",
+            "private-{a:[a-z]+}-x-{b}-y",
+            "presence-t-{tenant:[a-z0-9]+}-room-{room}",
+        ];
+        let mut channels: Vec<String> = [
+            "private-user-alice",
+            "private-user-",
+            "private-user-a",
+            "private-users-x",
+            "private-org-acme-announcements",
+            "private-org--announcements",
+            "private-org-announcements",
+            "private-org-a-announcements-announcements",
+            "private-encrypted-x",
+            "private-x-",
+            "private--",
+            "presence-lobby",
+            "presence-lobby2",
+            "private-a.b",
+            "private-axb",
+            "private-doc-100",
+            "private-doc-1a",
+            "presence-room-404",
+            "presence-room-4",
+            "private-team-acme-doc-1-2",
+            "private-abc-x-1-y",
+            "presence-t-acme-room-7",
+            "presence-x",
+            "private-x",
+            "private-org-acme-x",
+            "private-org-a-c-x",
+            "private-org--x",
+            "private-ab-",
+            "private--ab",
+            "private-Ab_c.D",
+            "private-0fa-y",
+            "private-0fg-y",
+            "private-=@,;",
+            "private-a-a",
+            "private-a",
+            "private-ABC",
+            "private-9",
+            "private-12abc",
+        ]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        for p in patterns {
+            channels.extend(
+                Pattern::parse(p).unwrap().samples(&mut rng, 20).iter().map(|c| c.as_str().to_owned()),
+            );
+        }
+        for p in patterns {
+            let pattern = Pattern::parse(p).unwrap();
+            for c in &channels {
+                let c = channel(c);
+                assert_eq!(pattern.matches(&c), pattern.matches_by_regex(&c), "{p} on {}", c.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_patterns_need_no_regex() {
+        let shape = |p: &str| Pattern::parse(p).unwrap().shape;
+        assert!(matches!(shape("presence-lobby"), Shape::Literal(_)));
+        assert!(matches!(shape("private-user-{user}"), Shape::Around { class: None, .. }));
+        for p in ["private-doc-{doc:[0-9]+}", "private-org-{org:[a-z0-9-]+}-announcements"] {
+            assert!(matches!(shape(p), Shape::Around { class: Some(_), .. }), "{p}");
+        }
+        for p in ["private-{x:[0-9]{2}}", "private-{x:\\d+}", "private-{x:[^a]+}", "private-{a:[a-z]+}-{b}"] {
+            assert!(matches!(shape(p), Shape::Regex { .. }), "{p}");
+        }
     }
 
     #[test]

@@ -343,6 +343,136 @@ rules:
     assert_eq!(lazy.converted(), (1, false));
 }
 
+/// Expressions on `token`, each answered through the lazy claims (member
+/// lookups, the whole map on demand) and through a map built at once: the
+/// same value or the same error, every time.
+const TOKEN_EXPRESSIONS: &[&str] = &[
+    "has(token.sub)",
+    "has(token.missing)",
+    "has(token.nested.a)",
+    "has(token.nested.missing)",
+    "has(token.z)",
+    "token.sub",
+    "token.missing",
+    "token.nested.missing",
+    "token[\"sub\"]",
+    "token[\"missing\"]",
+    "token[1]",
+    "token[true]",
+    "token[1.0]",
+    "size(token)",
+    "token.size()",
+    "\"sub\" in token",
+    "\"x\" in token",
+    "1 in token",
+    "token == {\"sub\": \"u1\"}",
+    "{\"sub\": \"u1\", \"n\": 7, \"rooms\": [\"1\", \"2\"], \"nested\": {\"a\": 1}, \"f\": 1.5, \"t\": true, \"z\": null} == token",
+    "token == token",
+    "token != {}",
+    "token.exists(k, k == \"sub\")",
+    "token.all(k, k != \"\")",
+    "token.filter(k, k == \"n\").size()",
+    "token.map(k, k + \"!\").size()",
+    "string(type(token))",
+    "[token][0].sub",
+    "{\"a\": token}.a.nested.a",
+    "(true ? token : {}).rooms",
+    "token",
+    "token.nested",
+    "has(token.rooms) && \"1\" in token.rooms",
+    "token.sub + token.missing",
+    "token.n + 1",
+    "token.f * 2.0",
+    "token[token.sub]",
+    "token[\"ro\" + \"oms\"][1]",
+    "token.rooms.exists(r, r == \"1\")",
+    "has(token.nested) && token.nested.a == 1",
+    "[{\"a\": 1}].exists(token, has(token.a))",
+    "[1].map(token, token + 1)[0]",
+];
+
+#[test]
+fn lazy_claims_answer_every_expression_as_the_claims_map_does() {
+    let text = r#"{"sub":"u1","n":7,"rooms":["1","2"],"nested":{"a":1},"f":1.5,"t":true,"z":null}"#;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+    let socket = SocketId::parse("1234.5678").unwrap();
+    for expr in TOKEN_EXPRESSIONS {
+        // The expression as `allow` (a bool, or a rule error) and as a
+        // presence `user_info` value (its JSON, or left out).
+        let yaml = format!(
+            "rules:\n  - name: allow\n    channel: private-a\n    allow: |-\n      {expr}\n  \
+             - name: value\n    channel: presence-v\n    allow: 'true'\n    presence:\n      \
+             user_id: '\"u\"'\n      user_info:\n        v: |-\n          {expr}\n"
+        );
+        let policy = compile(&yaml);
+        for channel in ["private-a", "presence-v"] {
+            let channel = ChannelName::parse(channel).unwrap();
+            let decide = |token: &TokenValue| {
+                let mut trace = Trace::default();
+                let request = Request { token, socket_id: &socket, origin: None };
+                let decision = policy.authorize_channel(&request, &channel, Some(&mut trace));
+                let steps: Vec<_> = trace.steps.into_iter().map(|s| (s.what, s.outcome)).collect();
+                (decision, steps)
+            };
+            let lazy = TokenValue::from_json_text(text).unwrap();
+            let whole = TokenValue::from_claims(&map);
+            assert_eq!(decide(&lazy), decide(&whole), "{expr} on {channel:?}");
+        }
+    }
+}
+
+#[test]
+fn expressions_that_read_token_by_member_are_recognised() {
+    let by_member = |source: &str| {
+        let program = cel::Program::compile(source).unwrap();
+        compile::token_read_by_member(program.expression())
+    };
+    for yes in [
+        "token.sub == user",
+        "has(token.docs) && doc in token.docs",
+        "token[\"org\"] == org",
+        "token[token.sub] == 1",
+        "token.profile.tier == \"gold\"",
+        "[token.a, {\"k\": token.b}].size() > 0",
+        "token.rooms.exists(r, r == room)",
+        "true",
+    ] {
+        assert!(by_member(yes), "{yes}");
+    }
+    for no in [
+        "size(token) > 1",
+        "token == {}",
+        "\"sub\" in token",
+        "[token][0].sub == 1",
+        "token.exists(k, k == \"a\")",
+        "token.size() > 0",
+        "(true ? token : {}).sub",
+        "[1].exists(token, token == 1)",
+        "{\"a\": token}.a.sub",
+    ] {
+        assert!(!by_member(no), "{no}");
+    }
+}
+
+#[test]
+fn has_on_lazy_claims_converts_one_member() {
+    let policy = compile(
+        "rules:\n  - name: docs\n    channel: private-doc-{doc}\n    \
+         allow: has(token.docs) && doc in token.docs && !has(token.nope) && token[\"org\"] == \"acme\"\n",
+    );
+    let text = r#"{"sub":"u1","org":"acme","docs":["1","2"],"name":"Ann","rooms":["7"]}"#;
+    let socket = SocketId::parse("1234.5678").unwrap();
+    let lazy = TokenValue::from_json_text(text).unwrap();
+    let request = Request { token: &lazy, socket_id: &socket, origin: None };
+    assert!(
+        policy.authorize_channel(&request, &ChannelName::parse("private-doc-2").unwrap(), None).is_allow()
+    );
+    assert!(
+        !policy.authorize_channel(&request, &ChannelName::parse("private-doc-3").unwrap(), None).is_allow()
+    );
+    assert_eq!(lazy.converted(), (2, false), "docs and org, not the whole map");
+}
+
 /// The policy line of an expression error, the caret line under the
 /// mistake, and the hint.
 fn one_error(allow: &str) -> (String, String, String) {

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::Value;
+use cel::common::traits::{Container, Indexer, Iterable, Sizer, Zeroer};
 use cel::common::types::{
-    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt, Type,
 };
-use cel::common::value::Val;
-use cel::objects::Key;
+use cel::common::value::{BuiltinRef, CowVal, Val};
+use cel::{ExecutionError, objects::Key};
 
 /// Converts a JSON value (token claims) to a CEL value. Integers become
 /// `int` (or `uint` above `i64::MAX`), other numbers `double`.
@@ -45,10 +46,12 @@ pub fn object_to_cel(o: &serde_json::Map<String, serde_json::Value>) -> Value {
 ///
 /// A session's claims are converted lazily: the payload text is split into
 /// its members once, and a member becomes a CEL value the first time an
-/// expression reads `token.NAME` (the interpreter looks the qualified name
-/// up as a variable first). The whole map is built only when `token` itself
-/// is needed (`has(token.x)`, `token["x"]`, `size(token)`, ...). Either way
-/// a value is converted at most once per session.
+/// expression reads it: `token.NAME` (the interpreter looks the qualified
+/// name up as a variable first), `has(token.NAME)` or `token["NAME"]` (the
+/// lazy claims are a map value whose lookups convert one member). The whole
+/// map is built only when `token` is used as a whole (`size(token)`, `in`,
+/// comprehensions, equality, returned as a value). Either way a value is
+/// converted at most once per session.
 ///
 /// `Debug` prints nothing of the claims.
 pub struct TokenValue(Repr);
@@ -71,6 +74,8 @@ struct LazyClaims {
 
 struct LazyMember {
     name: MemberName,
+    /// [`short_word`] of the name: most lookups compare this word only.
+    word: u64,
     /// The member's value, as JSON text in `text`.
     raw: std::ops::Range<usize>,
     val: std::sync::OnceLock<Box<dyn Val>>,
@@ -98,7 +103,11 @@ impl LazyClaims {
                     std::borrow::Cow::Owned(n) => MemberName::Decoded(n.into_boxed_str()),
                 };
                 let at = offset(value.get());
-                LazyMember { name, raw: at..at + value.get().len(), val: std::sync::OnceLock::new() }
+                let word = short_word(match &name {
+                    MemberName::At(at) => &text[at.clone()],
+                    MemberName::Decoded(n) => n,
+                });
+                LazyMember { name, word, raw: at..at + value.get().len(), val: std::sync::OnceLock::new() }
             })
             .collect();
         Some(Self { text, members, whole: std::sync::OnceLock::new() })
@@ -106,7 +115,7 @@ impl LazyClaims {
 
     /// The member `name`'s value (the last one, as in a JSON map, should a
     /// name repeat: verified tokens never repeat one).
-    fn member(&self, name: &str) -> Option<&dyn Val> {
+    fn member(&self, name: &str) -> Option<&(dyn Val + 'static)> {
         // Once the whole map exists (`has(token.x)` builds it), members are
         // read from it rather than converted a second time.
         if let Some(whole) = self.whole.get() {
@@ -116,9 +125,14 @@ impl LazyClaims {
                 .find(|(key, _)| matches!(key, CelMapKey::String(k) if k.inner() == name))?;
             return Some(value.as_ref());
         }
-        let member = self.members.iter().rev().find(|m| match &m.name {
-            MemberName::At(at) => &self.text[at.clone()] == name,
-            MemberName::Decoded(n) => &**n == name,
+        let word = short_word(name);
+        let member = self.members.iter().rev().find(|m| {
+            m.word == word
+                && (name.len() <= 7
+                    || match &m.name {
+                        MemberName::At(at) => &self.text[at.clone()] == name,
+                        MemberName::Decoded(n) => &**n == name,
+                    })
         })?;
         let val = member.val.get_or_init(|| {
             serde_json::from_str::<ValOf>(&self.text[member.raw.clone()])
@@ -134,6 +148,116 @@ impl LazyClaims {
             _ => CelMap::from(HashMap::new()),
         })
     }
+}
+
+/// The lazy claims as a CEL map, bound as `token` in expressions that only
+/// select its members (`has(token.x)`, `token.x` of an absent claim): a
+/// lookup converts one member. Every other capability is answered by the
+/// whole map, built on first need, so a mistaken binding would still
+/// compute right — but whatever recognises a map by its Rust type
+/// (conversion to `Value`, the other side of `==`) sees one only once it
+/// is built: expressions that use `token` as a value are bound to the map
+/// itself.
+impl std::fmt::Debug for LazyClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LazyClaims(..)")
+    }
+}
+
+impl Val for LazyClaims {
+    fn get_type(&self) -> &Type {
+        <Self as Val>::cel_type()
+    }
+
+    fn cel_type() -> &'static Type {
+        <CelMap<'static> as Val>::cel_type()
+    }
+
+    fn as_container(&self) -> Option<&dyn Container> {
+        self.whole().as_container()
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn as_iterable<'b, 'v>(&'b self) -> Option<&'b (dyn Iterable + 'v)>
+    where
+        Self: 'v,
+    {
+        self.whole().as_iterable()
+    }
+
+    fn as_sizer(&self) -> Option<&dyn Sizer> {
+        self.whole().as_sizer()
+    }
+
+    fn as_zeroer(&self) -> Option<&dyn Zeroer> {
+        self.whole().as_zeroer()
+    }
+
+    fn equals(&self, other: &dyn Val) -> bool {
+        self.whole().equals(other)
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+    where
+        Self: 'v,
+    {
+        self.whole().clone_as_boxed()
+    }
+
+    fn as_builtin<'b, 'v>(&'b self) -> BuiltinRef<'b, 'v>
+    where
+        Self: 'v,
+    {
+        // Asked of every value a field is selected on (is it an optional?):
+        // answering with the map would build it. Expressions that use
+        // `token` as a value get the map itself ([`TokenValue::as_val`]).
+        match self.whole.get() {
+            Some(whole) => BuiltinRef::Map(whole),
+            None => BuiltinRef::Other,
+        }
+    }
+}
+
+impl Indexer for LazyClaims {
+    fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        // A string key is a member name: looked up in the index (a missing
+        // one is `NoSuchKey`, as in the map). Other keys go to the map,
+        // which knows their errors.
+        match idx.downcast_ref::<CelString>() {
+            Some(name) => match self.member(name.inner()) {
+                Some(value) => Ok(CowVal::Borrowed(value)),
+                None => Err(ExecutionError::NoSuchKey(Arc::new(name.inner().to_owned()))),
+            },
+            None => Indexer::get(self.whole(), idx),
+        }
+    }
+
+    fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.get(idx).map(CowVal::into_owned)
+    }
+}
+
+/// A name's length and its first seven bytes in one word: equal words
+/// mean equal names for names of up to seven bytes (claim names mostly are).
+fn short_word(name: &str) -> u64 {
+    let mut word = [0u8; 8];
+    word[0] = name.len().min(255) as u8;
+    for (slot, byte) in word[1..].iter_mut().zip(name.bytes()) {
+        *slot = byte;
+    }
+    u64::from_le_bytes(word)
 }
 
 /// A JSON object's members, borrowed from its text.
@@ -181,6 +305,34 @@ impl TokenValue {
         LazyClaims::parse(json).map(|lazy| Self(Repr::Lazy(lazy)))
     }
 
+    /// Verified claims whose members were already located in their text
+    /// (by the token check): nothing is read again. `members` gives, in
+    /// order, each name's range (unescaped, between its quotes) and its
+    /// value's range. `None` if a range does not fit the text.
+    pub fn from_located_members(
+        json: &str,
+        members: impl ExactSizeIterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)>,
+    ) -> Option<Self> {
+        let mut located = Vec::with_capacity(members.len());
+        for (name, raw) in members {
+            if json.get(name.clone()).is_none() || json.get(raw.clone()).is_none_or(str::is_empty) {
+                return None;
+            }
+            let word = short_word(&json[name.clone()]);
+            located.push(LazyMember {
+                name: MemberName::At(name),
+                word,
+                raw,
+                val: std::sync::OnceLock::new(),
+            });
+        }
+        Some(Self(Repr::Lazy(LazyClaims {
+            text: json.into(),
+            members: located,
+            whole: std::sync::OnceLock::new(),
+        })))
+    }
+
     /// Any JSON value (tests and `explain` bind non-object tokens too).
     pub fn from_json(value: &serde_json::Value) -> Self {
         match value {
@@ -207,6 +359,16 @@ impl TokenValue {
                 Some(value.as_ref())
             }
             Repr::Other(_) => None,
+        }
+    }
+
+    /// The value for an expression that reads `token` only through its
+    /// members: lookups convert one member, not the whole map.
+    pub(crate) fn as_member_lookups(&self) -> &dyn Val {
+        match &self.0 {
+            Repr::Lazy(lazy) => lazy,
+            Repr::Map(map) => map,
+            Repr::Other(other) => other.as_ref(),
         }
     }
 
@@ -459,6 +621,46 @@ mod tests {
         assert!(!other.as_val().equals(from_map.as_val()));
         assert!(TokenValue::from_json_text("[1]").is_none());
         assert!(TokenValue::from_json_text("{").is_none());
+    }
+
+    #[test]
+    fn located_members_are_read_as_the_split_text() {
+        let text = r#"{ "sub" : "u1", "rooms":["1", "2"] ,"p":{"t":"g"},"n":7 }"#;
+        let find = |s: &str| {
+            let i = text.find(s).unwrap();
+            i..i + s.len()
+        };
+        let members = [
+            (find("sub"), find(r#""u1""#)),
+            (find("rooms"), find(r#"["1", "2"]"#)),
+            (find(r#"p""#).start..find(r#"p""#).start + 1, find(r#"{"t":"g"}"#)),
+            (find(r#"n""#).start..find(r#"n""#).start + 1, find("7")),
+        ];
+        let located = TokenValue::from_located_members(text, members.clone().into_iter()).unwrap();
+        let split = TokenValue::from_json_text(text).unwrap();
+        assert_eq!(located.converted(), (0, false));
+        assert_eq!(located.claim_str("sub"), Some("u1"));
+        assert!(located.member("p").unwrap().equals(split.member("p").unwrap()));
+        assert!(located.as_val().equals(split.as_val()));
+        // Ranges that do not fit the text are refused, not trusted.
+        let mut outside = members.clone();
+        outside[3].1 = text.len()..text.len() + 2;
+        assert!(TokenValue::from_located_members(text, outside.into_iter()).is_none());
+        let mut empty = members;
+        empty[0].1 = 3..3;
+        assert!(TokenValue::from_located_members(text, empty.into_iter()).is_none());
+    }
+
+    #[test]
+    fn member_names_that_share_a_prefix_are_told_apart() {
+        let text = r#"{"organization_1":"a","organization_2":"b","o":"c","o\u0000":"d","":"e"}"#;
+        let lazy = TokenValue::from_json_text(text).unwrap();
+        assert_eq!(lazy.claim_str("organization_1"), Some("a"));
+        assert_eq!(lazy.claim_str("organization_2"), Some("b"));
+        assert_eq!(lazy.claim_str("organization_3"), None);
+        assert_eq!(lazy.claim_str("o"), Some("c"));
+        assert_eq!(lazy.claim_str("o\u{0}"), Some("d"));
+        assert_eq!(lazy.claim_str(""), Some("e"));
     }
 
     #[test]

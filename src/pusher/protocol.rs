@@ -88,6 +88,11 @@ impl ChannelName {
     pub fn kind(&self) -> ChannelKind {
         self.kind
     }
+
+    /// The name, without copying it.
+    pub fn into_string(self) -> String {
+        self.name.into_string()
+    }
 }
 
 impl fmt::Display for ChannelName {

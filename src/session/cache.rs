@@ -4,9 +4,15 @@
 //! [`Authenticator`] verifies through it.
 //!
 //! Invariants:
-//! - entries are keyed by SHA-256 of the token (the token itself is not
-//!   kept as a key), bounded in number, and never used past the token's
-//!   `exp` (nor past `max_ttl`); time is passed in ([`Now`]), never read;
+//! - a session is served only for the exact token that was verified: an
+//!   entry is found by a keyed 64-bit hash of the token (foldhash, seeded at
+//!   random per cache) and then the whole token is compared with the one the
+//!   entry keeps (constant time). A hash collision, found by chance or
+//!   engineered, costs a verification, never another token's session; the
+//!   hash needs no collision resistance, so it is not a cryptographic digest
+//!   (SHA-256 of every token was 3 % of the CPU time of a request);
+//! - entries are bounded in number and never used past the token's `exp`
+//!   (nor past `max_ttl`); time is passed in ([`Now`]), never read;
 //! - an entry is used only by an issuer entry with the same checks
 //!   ([`IssuerSettings`]'s identity: issuer, audience, algorithms, leeway,
 //!   required claims), so a reload that tightens them re-verifies;
@@ -31,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use std::hash::BuildHasher as _;
 
 use super::{AuthError, Claims, KeyFingerprint, KeySet, Verifier};
 
@@ -88,6 +94,9 @@ impl Default for CacheSettings {
 pub struct Session<X> {
     /// Derived once per verification.
     pub derived: X,
+    /// The token that was verified, when the session is cached: a cached
+    /// session is served for this token only.
+    token: Box<str>,
     exp: Option<u64>,
     /// The identity of the issuer entry that verified it.
     issuer: u64,
@@ -102,6 +111,11 @@ pub struct Session<X> {
 pub struct TokenCache<X> {
     settings: CacheSettings,
     map: Option<Entries<X>>,
+    /// Keys the token hash; random per cache.
+    hasher: foldhash::quality::RandomState,
+    /// Tests: every token gets the same hash.
+    #[cfg(test)]
+    every_token_collides: bool,
     seen: Doorkeeper,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -111,7 +125,31 @@ impl<X> TokenCache<X> {
     /// An empty cache with these bounds (0 capacity or bytes: no caching).
     pub fn new(settings: CacheSettings) -> Self {
         let map = (settings.capacity > 0 && settings.max_bytes > 0).then(|| Entries::new(settings));
-        Self { settings, map, seen: Doorkeeper::new(), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self {
+            settings,
+            map,
+            hasher: foldhash::quality::RandomState::default(),
+            #[cfg(test)]
+            every_token_collides: false,
+            seen: Doorkeeper::new(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// A cache in which every token has the same hash (tests of the token
+    /// comparison on a hit).
+    #[cfg(test)]
+    pub(super) fn where_every_token_collides(settings: CacheSettings) -> Self {
+        Self { every_token_collides: true, ..Self::new(settings) }
+    }
+
+    fn key(&self, token: &str) -> CacheKey {
+        #[cfg(test)]
+        if self.every_token_collides {
+            return 42;
+        }
+        self.hasher.hash_one(token.as_bytes())
     }
 
     /// Its bounds.
@@ -169,10 +207,13 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     /// (503: the kid may well exist, and a new session would not help),
     /// not [`AuthError::UnknownKid`] (401).
     pub async fn authenticate(&self, token: &str, now: Now) -> Result<Arc<Session<X>>, AuthError> {
-        let key: CacheKey = Sha256::digest(token.as_bytes()).into();
         let cache = &*self.cache;
+        let key = cache.key(token);
+        // Another token with the same hash is not a hit: this one is
+        // verified on its own (and takes the slot if it is cached).
         if let Some(map) = &cache.map
             && let Some(hit) = map.get(&key, now.instant)
+            && same_token(&hit.token, token)
         {
             if hit.exp.is_some_and(|exp| now.unix <= exp) && self.key_still_held(&hit) {
                 cache.hits.fetch_add(1, Ordering::Relaxed);
@@ -196,19 +237,19 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
         let ttl = exp.map_or(Duration::ZERO, |exp| Duration::from_secs(exp.saturating_sub(now.unix)));
         let cheap =
             self.verifier.issuers().get(verified.issuer).is_some_and(|i| matches!(i.keys, KeySet::Secret(_)));
+        // HMAC sessions are cheaper to verify again than to cache for a
+        // token used once: they enter on a token's second use.
+        let map = cache.map.as_ref().filter(|_| !ttl.is_zero() && (!cheap || cache.seen.seen_before(&key)));
         let session = Arc::new(Session {
             derived: (self.derive)(&verified.claims),
+            // Kept for the comparison on a hit: only a cached session needs it.
+            token: if map.is_some() { token.into() } else { Box::default() },
             exp,
             issuer: self.verifier.identity(verified.issuer),
             key: verified.key,
             weight: estimated_bytes(token),
         });
-        // HMAC sessions are cheaper to verify again than to cache for a
-        // token used once: they enter on a token's second use.
-        if let Some(map) = &cache.map
-            && !ttl.is_zero()
-            && (!cheap || cache.seen.seen_before(&key))
-        {
+        if let Some(map) = map {
             map.insert(key, session.clone(), ttl, now.instant);
         }
         Ok(session)
@@ -222,10 +263,16 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     }
 }
 
-/// SHA-256 of a token.
-type CacheKey = [u8; 32];
+/// A token's keyed hash.
+type CacheKey = u64;
 
-/// Digests of tokens seen recently: a direct-mapped table of tags, one
+/// Whether a cached session's token is `token`, compared in constant time
+/// (a token is a credential).
+fn same_token(cached: &str, token: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes()).is_ok()
+}
+
+/// Hashes of tokens seen recently: a direct-mapped table of tags, one
 /// atomic swap per lookup, no lock. A slot is overwritten by the next token
 /// that maps to it, so "seen" means "seen recently"; 16,384 slots keep a
 /// token for about a third of a second at 50,000 new tokens per second,
@@ -243,37 +290,27 @@ impl Doorkeeper {
 
     /// Whether `key` was recorded before (and still is); records it.
     fn seen_before(&self, key: &CacheKey) -> bool {
-        let word = |i: usize| {
-            u64::from_le_bytes([
-                key[i],
-                key[i + 1],
-                key[i + 2],
-                key[i + 3],
-                key[i + 4],
-                key[i + 5],
-                key[i + 6],
-                key[i + 7],
-            ])
-        };
         // Never 0, the value of an empty slot.
-        let tag = word(0) | 1;
-        let index = usize::try_from(word(8)).unwrap_or(0) % Self::SLOTS;
+        let tag = *key | 1;
+        // The slot from the high bits, the tag is the whole hash.
+        let index = usize::try_from(*key >> 32).unwrap_or(0) % Self::SLOTS;
         self.slots[index].swap(tag, Ordering::Relaxed) == tag
     }
 }
 
-/// What a cached session holds, estimated from its token: the payload text
-/// and its member index, and, once a policy has read them, the claims as
-/// CEL values (a boxed value, a string and a map slot per claim: about
-/// three times their encoded size), plus the fixed parts and the
-/// allocator's rounding. Calibrated on the benchmark's RS256 page loads
-/// (peak RSS with and without cached sessions, ÷ sessions cached): about
-/// 4.4 KB for a 900-byte token.
+/// What a cached session holds, estimated from its token: the token
+/// itself, the payload text and its member index, and, once a policy has
+/// read them, the claims as CEL values (a boxed value, a string and a map
+/// slot per claim: about three times their encoded size), plus the fixed
+/// parts and the allocator's rounding. Calibrated on the benchmark's RS256
+/// page loads (peak RSS with and without cached sessions, ÷ sessions
+/// cached): about 4.4 KB for a 900-byte token, plus the token kept for the
+/// comparison on a hit.
 fn estimated_bytes(token: &str) -> u64 {
-    512 + 5 * token.len() as u64
+    512 + 6 * token.len() as u64
 }
 
-/// A bounded map from token digest to session. Expiry is checked on
+/// A bounded map from token hash to session. Expiry is checked on
 /// lookup (an entry is never used past `exp`, nor past `max_ttl`).
 struct Entries<X> {
     map: quick_cache::sync::Cache<CacheKey, Entry<X>, Weight>,
@@ -355,6 +392,7 @@ mod tests {
     fn session(weight: u64) -> Arc<Session<()>> {
         Arc::new(Session {
             derived: (),
+            token: "t".into(),
             exp: Some(u64::MAX),
             issuer: 0,
             key: KeyFingerprint::unused(),
@@ -363,7 +401,7 @@ mod tests {
     }
 
     fn key(i: u32) -> CacheKey {
-        Sha256::digest(i.to_le_bytes()).into()
+        foldhash::quality::FixedState::with_seed(7).hash_one(i)
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -401,8 +439,7 @@ mod tests {
         assert!(seen.seen_before(&key(1)));
         assert!(!seen.seen_before(&key(2)));
         // A token whose slot was taken by another is forgotten.
-        let mut other = key(1);
-        other[0] ^= 0x80;
+        let other = key(1) ^ 0x80;
         assert!(!seen.seen_before(&other));
         assert!(!seen.seen_before(&key(1)));
     }

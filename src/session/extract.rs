@@ -80,7 +80,7 @@ fn from_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&
     if values.next().is_some() {
         return Err(AuthError::Malformed);
     }
-    let value = value.to_str().map_err(|_| AuthError::Malformed)?.trim_matches([' ', '\t']);
+    let value = visible_ascii(value.as_bytes()).ok_or(AuthError::Malformed)?.trim_matches([' ', '\t']);
     if *name == AUTHORIZATION {
         return bearer_token(value);
     }
@@ -97,12 +97,25 @@ fn bearer_token(value: &str) -> Result<Option<&str>, AuthError> {
     if token.is_empty() {
         return Ok(None);
     }
-    // A byte scan: `str::contains` with a char set walks a 600-byte token
-    // one decoded char at a time.
-    if token.bytes().any(|b| b == b' ' || b == b'\t') {
+    // A byte scan without early exit (the compiler vectorizes it):
+    // `str::contains` with a char set walks a 600-byte token one decoded
+    // char at a time.
+    if token.bytes().fold(false, |blank, b| blank | (b == b' ') | (b == b'\t')) {
         return Err(AuthError::Malformed);
     }
     Ok(Some(token))
+}
+
+/// The header value as text when every byte is visible ASCII, a space or a
+/// tab: what `HeaderValue::to_str` accepts, checked without early exit so
+/// the compiler vectorizes it (`to_str` tests a byte at a time).
+fn visible_ascii(bytes: &[u8]) -> Option<&str> {
+    let invisible =
+        bytes.iter().fold(false, |invisible, &b| invisible | ((b < 0x20) & (b != b'\t')) | (b >= 0x7f));
+    if invisible {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// The value of cookie `name` over all `Cookie` headers, if any.
@@ -210,6 +223,27 @@ mod tests {
     fn bearer_token_with_inner_space_is_malformed() {
         let h = headers(&[("authorization", "Bearer abc def")]);
         assert_eq!(extract_token(&[auth()], &h, &[]), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn header_bytes_are_checked_as_to_str_checks_them() {
+        for b in 0..=255u8 {
+            let mut value = b"Bearer abc".to_vec();
+            value.insert(8, b);
+            let expected = http::HeaderValue::from_bytes(&value).map(|v| v.to_str().is_ok());
+            let Ok(expected) = expected else { continue };
+            assert_eq!(visible_ascii(&value).is_some(), expected, "byte {b:#x}");
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, http::HeaderValue::from_bytes(&value).unwrap());
+            let got = extract_token(&[auth()], &headers, &[]);
+            if !expected {
+                assert_eq!(got, Err(AuthError::Malformed), "byte {b:#x}");
+            } else if b == b' ' || b == b'\t' {
+                assert_eq!(got, Err(AuthError::Malformed), "blank inside the token: byte {b:#x}");
+            } else {
+                assert_eq!(got.unwrap().0.len(), 4, "byte {b:#x}");
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ use jsonwebtoken::Algorithm;
 use super::keys::{KeyFingerprint, VerifyKey};
 use super::{AuthError, Claims, KeySet};
 use parse::{Member, ParsedToken, Payload};
+#[cfg(test)]
+pub(super) use parse::{READ_CLAIMS, has_duplicates, read_claim};
 
 /// Claims that must be strings when present (they are used as identities).
 const STRING_CLAIMS: [&str; 4] = ["sub", "iss", "jti", "sid"];
@@ -161,8 +163,9 @@ impl Verifier {
             Some(Member::Number(n)) => super::number_seconds(n),
             _ => None,
         };
+        let spans = payload.member_spans(&parsed.payload);
         Ok(Verified {
-            claims: Claims::from_checked_json(parsed.payload),
+            claims: Claims::from_checked_json(parsed.payload, spans),
             issuer: index,
             key: fingerprint,
             exp,
@@ -207,7 +210,7 @@ pub struct Refetch {
 
 /// Verifies the signature with aws-lc-rs: HMAC directly with the key
 /// prepared at load (compared in constant time by `hmac::verify`), public
-/// keys through jsonwebtoken's aws-lc-rs backend.
+/// keys with the key parsed once per algorithm ([`super::keys::PublicKey`]).
 fn verify_signature(
     alg: Algorithm,
     key: VerifyKey<'_>,
@@ -218,12 +221,7 @@ fn verify_signature(
         VerifyKey::Hmac(key) => {
             aws_lc_rs::hmac::verify(key, signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
         }
-        VerifyKey::Public(key) => {
-            let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-            let verifier =
-                (provider.verifier_factory)(&alg, &key).map_err(|_| AuthError::InvalidSignature)?;
-            verifier.verify(signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
-        }
+        VerifyKey::Public(key) => key.verify(alg, signing_input, &signature),
     }
 }
 

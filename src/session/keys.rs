@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
@@ -135,7 +136,7 @@ pub trait RemoteKeySet: Send + Sync + fmt::Debug {
     /// [`AuthError::KeysUnavailable`] before keys were ever loaded,
     /// [`AuthError::UnknownKid`] or [`AuthError::AlgorithmNotAllowed`] as
     /// [`JwksKeys`] selects.
-    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(DecodingKey, KeyFingerprint), AuthError>;
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<(PublicKey, KeyFingerprint), AuthError>;
 
     /// Whether the loaded set holds the key with this fingerprint.
     fn holds(&self, fingerprint: &KeyFingerprint) -> bool;
@@ -189,7 +190,98 @@ pub(super) enum VerifyKey<'a> {
     /// An HMAC key, already keyed.
     Hmac(&'a aws_lc_rs::hmac::Key),
     /// A public key.
-    Public(Cow<'a, DecodingKey>),
+    Public(Cow<'a, PublicKey>),
+}
+
+/// A public key, parsed by aws-lc-rs once per algorithm it verifies (on
+/// first use), not once per token: parsing is a large part of an RS256
+/// verification (the modulus, its Montgomery context) and of an ES256 one
+/// (the point's validation). Clones share the parsed keys.
+#[derive(Clone)]
+pub struct PublicKey(Arc<PublicInner>);
+
+struct PublicInner {
+    key: DecodingKey,
+    /// One slot per algorithm ([`alg_slot`]); `None` when the key cannot be
+    /// parsed for that algorithm (every verification then fails).
+    parsed: [OnceLock<Option<aws_lc_rs::signature::ParsedPublicKey>>; PUBLIC_ALGORITHMS],
+}
+
+/// Number of public-key algorithms ([`alg_slot`]).
+const PUBLIC_ALGORITHMS: usize = 9;
+
+/// The parameters aws-lc-rs verifies `alg` with, and the slot of its parsed
+/// key (the same ones jsonwebtoken's aws-lc-rs backend uses: RSA moduli of
+/// 2048 to 8192 bits, fixed-size ECDSA signatures as JWS has them).
+fn alg_slot(alg: Algorithm) -> Option<(usize, &'static dyn aws_lc_rs::signature::VerificationAlgorithm)> {
+    use aws_lc_rs::signature as sig;
+    Some(match alg {
+        Algorithm::RS256 => (0, &sig::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => (1, &sig::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => (2, &sig::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => (3, &sig::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => (4, &sig::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => (5, &sig::RSA_PSS_2048_8192_SHA512),
+        Algorithm::ES256 => (6, &sig::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => (7, &sig::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => (8, &sig::ED25519),
+        _ => return None,
+    })
+}
+
+/// The RSA parameters of an RSA algorithm.
+fn rsa_parameters(alg: Algorithm) -> Option<&'static aws_lc_rs::signature::RsaParameters> {
+    use aws_lc_rs::signature as sig;
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+impl PublicKey {
+    fn new(key: DecodingKey) -> Self {
+        Self(Arc::new(PublicInner { key, parsed: Default::default() }))
+    }
+
+    /// Verifies `signature` of `message` with `alg` (a public-key
+    /// algorithm of this key's family, checked by the caller).
+    pub(super) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
+        let (slot, verification) = alg_slot(alg).ok_or(AuthError::InvalidSignature)?;
+        let parsed = self.0.parsed[slot].get_or_init(|| self.parse(alg, verification));
+        match parsed {
+            Some(key) => key.verify_sig(message, signature).map_err(|_| AuthError::InvalidSignature),
+            None => Err(AuthError::InvalidSignature),
+        }
+    }
+
+    fn parse(
+        &self,
+        alg: Algorithm,
+        verification: &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
+    ) -> Option<aws_lc_rs::signature::ParsedPublicKey> {
+        match self.0.key.kind() {
+            // PKCS#1 or SPKI DER for RSA, the uncompressed point for EC, the
+            // 32 raw bytes for Ed25519: what jsonwebtoken hands aws-lc-rs.
+            DecodingKeyKind::SecretOrDer(bytes) => {
+                aws_lc_rs::signature::ParsedPublicKey::new(verification, bytes).ok()
+            }
+            DecodingKeyKind::RsaModulusExponent { n, e } => {
+                let components = aws_lc_rs::signature::RsaPublicKeyComponents { n, e };
+                components.to_parsed_public_key(rsa_parameters(alg)?).ok()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublicKey(..)")
+    }
 }
 
 /// A key chosen for a token, with its fingerprint.
@@ -201,14 +293,14 @@ pub(super) struct Selected<'a> {
 /// One public key loaded from PEM, with the algorithms it verifies.
 #[derive(Clone)]
 pub struct PemKey {
-    key: DecodingKey,
+    key: PublicKey,
     algorithms: &'static [Algorithm],
     fingerprint: KeyFingerprint,
 }
 
 impl PemKey {
     fn new(key: DecodingKey, algorithms: &'static [Algorithm]) -> Self {
-        Self { fingerprint: KeyFingerprint::of_decoding_key(&key), key, algorithms }
+        Self { fingerprint: KeyFingerprint::of_decoding_key(&key), key: PublicKey::new(key), algorithms }
     }
 }
 
@@ -222,14 +314,14 @@ pub struct JwksKeys {
 #[derive(Clone)]
 pub struct JwksKey {
     kid: Option<String>,
-    key: DecodingKey,
+    key: PublicKey,
     algorithms: Vec<Algorithm>,
     fingerprint: KeyFingerprint,
 }
 
 impl JwksKey {
-    /// The verification key.
-    pub fn key(&self) -> &DecodingKey {
+    /// The verification key (clones share its parsed forms).
+    pub fn key(&self) -> &PublicKey {
         &self.key
     }
 
@@ -537,7 +629,7 @@ fn jwks_key(jwk: &Jwk, index: usize) -> Result<Option<JwksKey>, KeyError> {
         },
     };
     let fingerprint = KeyFingerprint::of_decoding_key(&key);
-    Ok(Some(JwksKey { kid: common.key_id.clone(), key, algorithms, fingerprint }))
+    Ok(Some(JwksKey { kid: common.key_id.clone(), key: PublicKey::new(key), algorithms, fingerprint }))
 }
 
 /// The algorithms of an uncompressed EC public point, by its size.

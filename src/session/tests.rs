@@ -203,6 +203,79 @@ fn verify_uses_the_system_clock() {
 }
 
 #[test]
+fn the_check_locates_every_member_for_the_session() {
+    // Payloads as an issuer may write them: spaces and newlines anywhere
+    // JSON allows, escapes in values, nested values, non-ASCII text.
+    let payloads = [
+        r#"{"sub":"u","exp":1700000600}"#,
+        "{ \"sub\" : \"u\" ,\n\t\"exp\" :1700000600 , \"x\": [1, {\"a\": \"}\"}],\"y\":\"a\\\"b\\\\\"  }  ",
+        r#"{"sub":"\u00e9\n","exp":1700000600,"n":null,"t":true,"f":-1.5e3,"o":{},"l":[]}"#,
+        r#"{"sub":"ünï","exp":1700000600,"emoji":"😀"}"#,
+    ];
+    for payload in payloads {
+        let token = raw_token(r#"{"alg":"HS256"}"#, payload, "");
+        let (signing_input, _) = token.rsplit_once('.').unwrap();
+        let token = format!("{signing_input}.{}", b64(&hs256_mac(signing_input.as_bytes())));
+        let claims = hmac_verifier(|_| {}).verify_at(&token, NOW).unwrap();
+        let spans = claims.member_spans().expect("located");
+        let map = claims.as_map();
+        assert_eq!(spans.len(), map.len(), "{payload}");
+        for (span, (name, value)) in spans.iter().zip(map) {
+            assert_eq!(&claims.json()[span.name.clone()], name, "{payload}");
+            let text = &claims.json()[span.value.clone()];
+            assert_eq!(&serde_json::from_str::<Value>(text).unwrap(), value, "{payload}: {text}");
+        }
+    }
+    // A name with an escape is decoded, not located: the session splits the
+    // text itself.
+    let escaped = r#"{"s\u0075b":"u","exp":1700000600}"#;
+    let token = raw_token(r#"{"alg":"HS256"}"#, escaped, "");
+    let (signing_input, _) = token.rsplit_once('.').unwrap();
+    let token = format!("{signing_input}.{}", b64(&hs256_mac(signing_input.as_bytes())));
+    let claims = hmac_verifier(|_| {}).verify_at(&token, NOW).unwrap();
+    assert_eq!(claims.sub(), Some("u"));
+    assert!(claims.member_spans().is_none());
+}
+
+fn hs256_mac(input: &[u8]) -> Vec<u8> {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HMAC_SECRET).unwrap();
+    mac.update(input);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn the_read_claims_are_looked_up_by_position() {
+    for (i, name) in jwt::READ_CLAIMS.iter().enumerate() {
+        assert_eq!(jwt::read_claim(name), Some(i), "{name}");
+    }
+    for other in ["name", "su", "subs", "Sub", ""] {
+        assert_eq!(jwt::read_claim(other), None, "{other}");
+    }
+}
+
+#[test]
+fn duplicate_names_are_found_short_long_and_many() {
+    let dup = |names: &[&str]| jwt::has_duplicates(names.iter().copied());
+    assert!(!dup(&["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid", "name", "email"]));
+    assert!(dup(&["sub", "iss", "aud", "exp", "iat", "sub"]));
+    assert!(dup(&["", "a", ""]));
+    assert!(!dup(&["", "a", "\0"]));
+    assert!(!dup(&["abcdefg", "abcdefgh", "abcdefgi"]), "same first seven bytes");
+    assert!(dup(&["abcdefgh", "x", "abcdefgh"]));
+    assert!(!dup(&["a\0", "a"]), "a NUL is not padding");
+    let long_a = "n".repeat(300);
+    let long_b = format!("{}m", "n".repeat(299));
+    assert!(!dup(&[long_a.as_str(), long_b.as_str()]), "lengths past 255 compare in full");
+    assert!(dup(&[long_a.as_str(), "x", long_a.as_str()]));
+    let many: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    assert!(!jwt::has_duplicates(many.iter().map(String::as_str)));
+    let mut repeated = many.clone();
+    repeated.push("c7".to_owned());
+    assert!(jwt::has_duplicates(repeated.iter().map(String::as_str)));
+}
+
+#[test]
 fn claims_keep_payload_order() {
     let token = hs256(&json!({ "z": 1, "sub": "u", "a": 2, "exp": NOW + 1 }));
     let claims = hmac_verifier(|_| {}).verify_at(&token, NOW).unwrap();
@@ -306,6 +379,72 @@ fn wrong_key_or_tampered_token_is_an_invalid_signature() {
     // Empty signature.
     let stripped = format!("{}.{}.", parts[0], parts[1]);
     assert_eq!(v.verify_at(&stripped, NOW), Err(AuthError::InvalidSignature));
+}
+
+/// A freshly generated key of `alg`'s family, not one the tests configure.
+fn another_key(alg: Algorithm) -> EncodingKey {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    match alg {
+        Algorithm::ES256 => {
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+            EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref())
+        }
+        Algorithm::EdDSA => {
+            let pair = Ed25519KeyPair::generate().unwrap();
+            EncodingKey::from_ed_der(pair.to_pkcs8().unwrap().as_ref())
+        }
+        _ => rsa2_key(),
+    }
+}
+
+#[test]
+fn a_public_key_parsed_once_keeps_verifying_and_refusing() {
+    // Public keys are parsed by aws-lc-rs on their first use for an
+    // algorithm and kept: every later token is still checked in full, and
+    // a key that verified one algorithm does not verify another family.
+    let rsa_jwks = || jwks(vec![jwk(&rsa_key(), Algorithm::RS256, "r", false)]);
+    let cases: Vec<(Algorithm, EncodingKey, KeySet, KeySet)> = vec![
+        (Algorithm::RS256, rsa_key(), pem(RSA_PUBLIC_PEM), rsa_jwks()),
+        (Algorithm::RS512, rsa_key(), pem(RSA_PUBLIC_PKCS1_PEM), rsa_jwks()),
+        (Algorithm::PS256, rsa_key(), pem(RSA_PUBLIC_PEM), rsa_jwks()),
+        (Algorithm::PS384, rsa_key(), pem(RSA_PUBLIC_PKCS1_PEM), rsa_jwks()),
+        (
+            Algorithm::ES256,
+            ec256_key(),
+            pem(EC_P256_PUBLIC_PEM),
+            jwks(vec![jwk(&ec256_key(), Algorithm::ES256, "e", false)]),
+        ),
+        (
+            Algorithm::EdDSA,
+            ed_key(),
+            pem(ED25519_PUBLIC_PEM),
+            jwks(vec![jwk(&ed_key(), Algorithm::EdDSA, "d", false)]),
+        ),
+    ];
+    for (alg, key, from_pem, from_jwks) in cases {
+        for keys in [from_pem, from_jwks] {
+            let v = verifier(settings(keys, ALL_ASYMMETRIC));
+            for round in 0..3 {
+                let claims = with(base_claims(), "sub", json!(format!("user-{round}")));
+                let token = mint(alg, &key, &claims);
+                let verified = v.verify_at(&token, NOW).unwrap();
+                assert_eq!(verified.sub(), Some(format!("user-{round}").as_str()), "{alg:?}");
+                // The same signature over another payload, and a flipped
+                // signature bit, are refused by the key parsed before.
+                let parts: Vec<&str> = token.split('.').collect();
+                let evil = b64(with(claims.clone(), "sub", json!("admin")).to_string().as_bytes());
+                let swapped = format!("{}.{evil}.{}", parts[0], parts[2]);
+                assert_eq!(v.verify_at(&swapped, NOW), Err(AuthError::InvalidSignature), "{alg:?}");
+                let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+                signature[round] ^= 1;
+                let flipped = format!("{}.{}.{}", parts[0], parts[1], b64(&signature));
+                assert_eq!(v.verify_at(&flipped, NOW), Err(AuthError::InvalidSignature), "{alg:?}");
+            }
+            // Another key of the same family is refused after this one was parsed.
+            let token = mint(alg, &another_key(alg), &base_claims());
+            assert_eq!(v.verify_at(&token, NOW), Err(AuthError::InvalidSignature), "{alg:?}");
+        }
+    }
 }
 
 #[test]
@@ -1025,4 +1164,33 @@ fn duplicates_are_found_among_many_members_and_many_members_are_fine() {
     let header = format!(r#"{{"alg":"HS256",{},"h7":2}}"#, many.join(","));
     let token = raw_token(&header, &base_claims().to_string(), "c2ln");
     assert_eq!(v.verify_at(&token, NOW), Err(AuthError::Malformed));
+}
+
+#[test]
+fn a_colliding_token_never_gets_the_cached_session() {
+    let cache = TokenCache::where_every_token_collides(CacheSettings::default());
+    let auth = Authenticator::new(hmac_verifier(|_| {}), std::sync::Arc::new(cache), |c: &Claims| {
+        c.sub().map(str::to_owned)
+    });
+    let now = Now::system();
+    let mint_for = |sub: &str, key: &[u8]| {
+        let claims = json!({ "sub": sub, "exp": now.unix + 600 });
+        mint(Algorithm::HS256, &EncodingKey::from_secret(key).unwrap(), &claims)
+    };
+    let alice = mint_for("alice", HMAC_SECRET);
+    for _ in 0..3 {
+        assert_eq!(block_on(auth.authenticate(&alice, now)).unwrap().derived.as_deref(), Some("alice"));
+    }
+    assert_eq!(auth.stats(), (1, 2), "cached on its second use, a hit on its third");
+    // Same hash, but a forged token: refused, not served alice's session.
+    let forged = mint_for("alice", b"not-the-secret");
+    assert_eq!(block_on(auth.authenticate(&forged, now)).unwrap_err(), AuthError::InvalidSignature);
+    let mut tampered = alice.clone();
+    tampered.push('A');
+    assert!(block_on(auth.authenticate(&tampered, now)).is_err());
+    // Same hash, a valid token of someone else: their own session.
+    let bob = mint_for("bob", HMAC_SECRET);
+    assert_eq!(block_on(auth.authenticate(&bob, now)).unwrap().derived.as_deref(), Some("bob"));
+    assert_eq!(block_on(auth.authenticate(&alice, now)).unwrap().derived.as_deref(), Some("alice"));
+    assert_eq!(auth.stats().0, 1, "no colliding token was a hit");
 }

@@ -14,8 +14,8 @@ use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::super::AuthError;
 use super::super::keys::parse_algorithm;
+use super::super::{AuthError, MemberSpan};
 
 /// Largest token accepted, in bytes.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -138,16 +138,37 @@ impl<'de> Deserialize<'de> for HeaderResult {
 /// (about a thousand members), so beyond a handful of names this takes
 /// linear time (a hash set), never pairwise comparisons; the usual dozen
 /// claims are compared pairwise, without allocating.
-fn has_duplicates<'a, I>(names: I) -> bool
+pub(in crate::session) fn has_duplicates<'a, I>(names: I) -> bool
 where
     I: ExactSizeIterator<Item = &'a str> + Clone,
 {
     const PAIRWISE: usize = 16;
     if names.len() <= PAIRWISE {
-        return names.clone().enumerate().any(|(i, a)| names.clone().take(i).any(|b| a == b));
+        // Compared by a word that holds a short name whole (its length and
+        // first seven bytes) and the full text only when the words agree:
+        // most claim names are 3 bytes long, and a `memcmp` call per pair
+        // was most of this.
+        let mut words = [0u64; PAIRWISE];
+        for (word, name) in words.iter_mut().zip(names.clone()) {
+            *word = short_word(name);
+        }
+        return names.clone().enumerate().any(|(i, a)| {
+            names.clone().zip(&words).take(i).any(|(b, word)| *word == words[i] && (a.len() <= 7 || a == b))
+        });
     }
     let mut seen = std::collections::HashSet::with_capacity(names.len());
     names.into_iter().any(|name| !seen.insert(name))
+}
+
+/// A name's length and its first seven bytes in one word: equal words
+/// mean equal names for names of up to seven bytes.
+fn short_word(name: &str) -> u64 {
+    let mut word = [0u8; 8];
+    word[0] = name.len().min(255) as u8;
+    for (slot, byte) in word[1..].iter_mut().zip(name.bytes()) {
+        *slot = byte;
+    }
+    u64::from_le_bytes(word)
 }
 
 /// A member name, borrowed from the input when it has no escapes.
@@ -183,10 +204,29 @@ impl<'de> Deserialize<'de> for Name<'de> {
 /// is `null` (for `required_claims`).
 pub(super) struct Payload<'a> {
     members: Vec<(Name<'a>, Member<'a>)>,
+    /// Where each of [`READ_CLAIMS`] is in `members`: the checks look them
+    /// up a dozen times.
+    read: [Option<usize>; READ_CLAIMS.len()],
 }
 
 /// Registered claims whose values the checks read.
-const READ_CLAIMS: [&str; 8] = ["sub", "iss", "jti", "sid", "exp", "nbf", "iat", "aud"];
+pub(in crate::session) const READ_CLAIMS: [&str; 8] =
+    ["sub", "iss", "jti", "sid", "exp", "nbf", "iat", "aud"];
+
+/// The position of `name` in [`READ_CLAIMS`].
+pub(in crate::session) fn read_claim(name: &str) -> Option<usize> {
+    Some(match name {
+        "sub" => 0,
+        "iss" => 1,
+        "jti" => 2,
+        "sid" => 3,
+        "exp" => 4,
+        "nbf" => 5,
+        "iat" => 6,
+        "aud" => 7,
+        _ => return None,
+    })
+}
 
 /// A member's value, as far as the checks care.
 pub(super) enum Member<'a> {
@@ -205,7 +245,68 @@ impl<'a> Payload<'a> {
     }
 
     pub(super) fn get(&self, name: &str) -> Option<&Member<'a>> {
-        self.members.iter().find(|(n, _)| n.0 == name).map(|(_, m)| m)
+        match read_claim(name) {
+            Some(i) => self.read[i].and_then(|at| self.members.get(at)).map(|(_, m)| m),
+            None => self.members.iter().find(|(n, _)| n.0 == name).map(|(_, m)| m),
+        }
+    }
+
+    /// Where each member's name (without its quotes) and value are in
+    /// `json`, the text this payload was read from, found from the names
+    /// the check borrowed from it, so the session's claims need not read the
+    /// payload a second time. `None` when a name has escapes (it was
+    /// decoded, not borrowed) or anything is not where the JSON grammar puts
+    /// it (the claims are then split from the text).
+    pub(super) fn member_spans(&self, json: &str) -> Option<Box<[MemberSpan]>> {
+        let bytes = json.as_bytes();
+        let base = json.as_ptr() as usize;
+        let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        let names = self
+            .members
+            .iter()
+            .map(|(name, _)| {
+                let std::borrow::Cow::Borrowed(name) = &name.0 else { return None };
+                let start = (name.as_ptr() as usize).checked_sub(base)?;
+                let end = start.checked_add(name.len())?;
+                let quoted =
+                    start >= 1 && bytes.get(start - 1) == Some(&b'"') && bytes.get(end) == Some(&b'"');
+                quoted.then_some(start..end)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let mut spans = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            // `"name"` ws `:` ws value ws (`,` ws `"next"` | `}` ws end)
+            let mut start = name.end + 1;
+            while bytes.get(start).is_some_and(is_ws) {
+                start += 1;
+            }
+            if bytes.get(start) != Some(&b':') {
+                return None;
+            }
+            start += 1;
+            while bytes.get(start).is_some_and(is_ws) {
+                start += 1;
+            }
+            let (mut end, separator) = match names.get(i + 1) {
+                Some(next) => (next.start - 1, b','),
+                None => (bytes.len(), b'}'),
+            };
+            while end > start && is_ws(&bytes[end - 1]) {
+                end -= 1;
+            }
+            if end <= start || bytes[end - 1] != separator {
+                return None;
+            }
+            end -= 1;
+            while end > start && is_ws(&bytes[end - 1]) {
+                end -= 1;
+            }
+            if end <= start {
+                return None;
+            }
+            spans.push(MemberSpan { name: name.clone(), value: start..end });
+        }
+        Some(spans.into_boxed_slice())
     }
 
     pub(super) fn string(&self, name: &str) -> Option<&str> {
@@ -236,11 +337,14 @@ impl<'de> Deserialize<'de> for Payload<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Payload<'de>, A::Error> {
                 let mut members: Vec<(Name<'de>, Member<'de>)> = Vec::with_capacity(16);
+                let mut read = [None; READ_CLAIMS.len()];
                 while let Some(name) = access.next_key::<Name<'de>>()? {
-                    let value = if READ_CLAIMS.contains(&name.0.as_ref()) {
-                        access.next_value::<Member<'de>>()?
-                    } else {
-                        access.next_value::<NullOrOther>()?.0
+                    let value = match read_claim(&name.0) {
+                        Some(i) => {
+                            read[i] = Some(members.len());
+                            access.next_value::<Member<'de>>()?
+                        }
+                        None => access.next_value::<NullOrOther>()?.0,
                     };
                     members.push((name, value));
                 }
@@ -249,7 +353,7 @@ impl<'de> Deserialize<'de> for Payload<'de> {
                 if has_duplicates(members.iter().map(|(n, _)| n.0.as_ref())) {
                     return Err(de::Error::custom("duplicated member"));
                 }
-                Ok(Payload { members })
+                Ok(Payload { members, read })
             }
         }
 
