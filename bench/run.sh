@@ -12,6 +12,10 @@
 #           hs256 requests; judged by CPU µs per request against hs256's
 #           one-core row of the same run (wrk shares a core, so req/s would
 #           not tell): scaling = 2 × one-core CPU/req ÷ two-core CPU/req
+# lookup:   channelgate alone, hs256 requests under a rule with a Redis
+#           lookup (a redis-server of the script's own on loopback, on wrk's
+#           core); every request a new user, so every decision is a cache
+#           miss and a round trip; compared with hs256's row of the same run
 # --smoke: 2 s per run and no targets (a bounded check that everything
 #          works, for CI); otherwise 3 rounds of 5 s and PASS/FAIL per target.
 #
@@ -36,7 +40,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B="$ROOT/bench"
-ALL_SCENARIOS=(hs256 rs256-page es256-page presence batch deny10 two-core)
+ALL_SCENARIOS=(hs256 rs256-page es256-page presence batch deny10 two-core lookup)
 
 SMOKE=0
 SCENARIOS=()
@@ -96,6 +100,16 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
   else
     die "missing tools: ${need[*]} (apt-get install $pkgs)"
+  fi
+fi
+if [[ " ${SCENARIOS[*]} " == *" lookup "* ]] && [[ " $SERVERS " == *" channelgate "* ]] &&
+  ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing from Debian: redis-server (the lookup scenario)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    die "the lookup scenario needs redis-server (apt-get install redis-server)"
   fi
 fi
 command -v node >/dev/null 2>&1 || die "node (18 or later) is needed for the Node endpoint and the helpers"
@@ -208,11 +222,30 @@ bench_field() { # FILE KEY
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/channelgate-bench.XXXXXX")
 LIVE_PID=""
+REDIS_PID=""
+REDIS_PORT=""
 cleanup() {
   [ -z "$LIVE_PID" ] || stop_pid "$LIVE_PID"
+  [ -z "$REDIS_PID" ] || stop_pid "$REDIS_PID"
   rm -rf "$RUN"
 }
 trap cleanup EXIT
+
+# The lookup scenario's Redis: started once, empty, no persistence, on wrk's core.
+start_redis() {
+  [ -z "$REDIS_PID" ] || return 0
+  REDIS_PORT=$(free_port)
+  taskset -c "$CLIENT_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --daemonize no --dir "$RUN" >"$RUN/redis.log" 2>&1 &
+  REDIS_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  cat "$RUN/redis.log" >&2
+  die "redis-server did not start"
+}
 
 scenario_alg() {
   case "$1" in rs256-page) echo rs256 ;; es256-page) echo es256 ;; *) echo hs256 ;; esac
@@ -222,12 +255,12 @@ scenario_cpus() {
 }
 scenario_servers() {
   case "$1" in
-    two-core) [[ " $SERVERS " == *" channelgate "* ]] && echo channelgate ;;
+    two-core | lookup) [[ " $SERVERS " == *" channelgate "* ]] && echo channelgate ;;
     *) echo "$SERVERS" ;;
   esac
 }
 scenario_mode() {
-  case "$1" in *-page) echo page ;; hs256 | two-core) echo single ;; *) echo "$1" ;; esac
+  case "$1" in *-page) echo page ;; hs256 | two-core | lookup) echo single ;; *) echo "$1" ;; esac
 }
 
 # start SERVER SCENARIO DIR -> sets PID, READY_MS, PORT, ADMIN_PORT
@@ -242,10 +275,16 @@ start_server() {
     channelgate)
       ADMIN_PORT=$(free_port)
       mkdir -p "$dir/keys" "$dir/secrets"
-      cp -r "$B/configs/policies" "$dir/"
+      cp -r "$B/configs/policies" "$B/configs/policies-lookup" "$dir/"
       cp "$CACHE/secrets/pusher" "$CACHE/secrets/jwt" "$dir/secrets/"
       cp "$CACHE/keys/rs256.pub.pem" "$CACHE/keys/es256.pub.pem" "$dir/keys/"
-      sed "s/@PORT@/$PORT/; s/@ADMIN_PORT@/$ADMIN_PORT/" "$B/configs/$alg.yaml" >"$dir/channelgate.yaml"
+      local config=$alg
+      if [ "$scenario" = lookup ]; then
+        config=lookup
+        start_redis
+        env_vars=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT/")
+      fi
+      sed "s/@PORT@/$PORT/; s/@ADMIN_PORT@/$ADMIN_PORT/" "$B/configs/$config.yaml" >"$dir/channelgate.yaml"
       cmd=("$CHANNELGATE" serve --config "$dir/channelgate.yaml")
       ;;
     node)
@@ -304,6 +343,8 @@ measure() {
     misses_before=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^channelgate_token_cache_misses(_total)? / { print $2 }')
   fi
   ticks_before=$(cpu_ticks "$PID")
+  local aux_before=0 aux_after=0
+  [ -z "$REDIS_PID" ] || aux_before=$(cpu_ticks "$REDIS_PID")
   read_children_cpu
   wrk_cpu_before=$CHILDREN_CPU
   sys_before=$(busy_ticks)
@@ -311,6 +352,7 @@ measure() {
     "http://127.0.0.1:$PORT/pusher/auth" -- "$tokens" "$mode" >"$dir/wrk.txt" 2>&1
   sys_after=$(busy_ticks)
   ticks_after=$(cpu_ticks "$PID")
+  [ -z "$REDIS_PID" ] || aux_after=$(cpu_ticks "$REDIS_PID")
   read_children_cpu
   wrk_cpu=$(awk -v a="$wrk_cpu_before" -v b="$CHILDREN_CPU" 'BEGIN { print b - a }')
   local rss threads
@@ -334,7 +376,7 @@ measure() {
     -v threads="$threads" -v se="$(bench_field "$dir/wrk.txt" status_errors)" \
     -v ke="$(bench_field "$dir/wrk.txt" socket_errors)" -v used="$(bench_field "$dir/wrk.txt" tokens_used)" \
     -v wraps="$(bench_field "$dir/wrk.txt" wraps)" -v ver="$verifications" -v check="$check" -v wrk_cpu="$wrk_cpu" \
-    -v sys=$((sys_after - sys_before)) -v ncpu="$(nproc)" \
+    -v sys=$((sys_after - sys_before - aux_after + aux_before)) -v ncpu="$(nproc)" \
     'BEGIN {
        cpu_s = ticks / hz
        secs = dur / 1e6
@@ -344,6 +386,12 @@ measure() {
          (req > 0 ? cpu_s * 1e6 / req : 0), cpu_s / secs, rss, ready, threads, se, ke, req, used, wraps, ver,
          wrk_cpu / secs, other, check
      }' >"$dir/row.tsv"
+  if [ -n "$REDIS_PID" ] && [ "$scenario" = lookup ]; then
+    # Redis's own CPU per request (on wrk's core), beside the answer check.
+    awk -F'\t' -v OFS='\t' -v t=$((aux_after - aux_before)) -v hz="$CLK_TCK" \
+      '{ $19 = $19 sprintf(" (redis-server %.1f µs CPU/req)", $13 > 0 ? t / hz * 1e6 / $13 : 0); print }' \
+      "$dir/row.tsv" >"$dir/row.tmp" && mv "$dir/row.tmp" "$dir/row.tsv"
+  fi
   local other
   other=$(awk -F'\t' '{ print $18 }' "$dir/row.tsv")
   say "$(awk -F'\t' '{ printf "%-11s %-12s %8s req/s  p50 %6.2f ms  p99 %6.2f ms  %6s us CPU/req  %5.1f MiB  ready %s ms  (others used %.0f%% of the machine)",
