@@ -155,9 +155,10 @@ impl Hook {
         &self.breaker
     }
 
-    /// The cached decision for `user` on `channel` at `now`, if fresh.
+    /// The cached decision for `user` on `channel` at `now`, if fresh
+    /// (counted as a cache hit).
     pub(crate) fn cached(&self, user: &str, channel: &str, now: Instant) -> Option<Arc<Decision>> {
-        self.memo.cached(&key(user, channel), now)
+        self.memo.hit(&key(user, channel), now)
     }
 
     /// The app's decision for `user` on `question.channel` at `now`.

@@ -205,6 +205,14 @@ where
         self.cache.get(key).filter(|e| now < e.fresh_until).map(|e| e.value)
     }
 
+    /// [`Memo::cached`], counted as a hit when found (for a caller that
+    /// looks in the cache before preparing what a fetch would need).
+    pub(crate) fn hit(&self, key: &K, now: Instant) -> Option<V> {
+        let value = self.cached(key, now)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(value)
+    }
+
     /// The answer for `key` at `now`: fresh from the cache, or from `fetch`
     /// (shared with concurrent requests for the same key), or stale after a
     /// failed fetch within `stale_if_error`, or the fetch's error.

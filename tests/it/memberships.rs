@@ -394,6 +394,66 @@ async fn failures_fail_closed_with_503_and_sign_nothing() {
     gw.stop().await;
 }
 
+/// A reload (here a policy edit) keeps what the lookups hold: the session
+/// endpoint's, the Redis rule's and the hook's cached answers, their
+/// counters, the pool. With the app and Redis down after the reload,
+/// answers cached before it still serve; rebuilt objects would have
+/// forgotten them and answered 503.
+#[tokio::test]
+async fn a_reload_keeps_cached_answers_counters_and_pools() {
+    let (app, pg, redis) = (AppStub::start().await, database(), RedisServer::start());
+    redis.cli(&["SADD", "team:blue:members", "alice"]);
+    app.session("s-alice", json!({"sub": "alice", "name": "Alice"}));
+    app.viewers.lock().unwrap().push(("alice".into(), "7".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policies/main.yaml");
+    let gw = gateway(dir, &app, &pg, &redis, 4).await;
+    for channel in ["private-team-blue", "presence-doc-7", "presence-room-42"] {
+        assert_eq!(auth(&gw, Some("s-alice"), Some(ORIGIN), channel).await.0, 200, "{channel}");
+    }
+    let calls = app.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls, 2, "one introspection and one hook call");
+    let open = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with(r#"channelgate_lookup_pool_connections{source="db",state="open"}"#))
+            .map(str::to_owned)
+    };
+    let opened = open(&metrics(&gw).await).expect("the pool's gauge");
+
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace("allow: user == token.sub", "allow: token.sub == user")).unwrap();
+    gw.runtime.reload().await.unwrap_or_else(|e| panic!("reload: {e}"));
+
+    app.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(redis);
+    for channel in ["private-team-blue", "presence-doc-7", "private-user-alice"] {
+        let (status, body) = auth(&gw, Some("s-alice"), Some(ORIGIN), channel).await;
+        assert_eq!(status, 200, "{channel} after the reload: {body}");
+    }
+    assert_eq!(app.calls.load(std::sync::atomic::Ordering::SeqCst), calls, "nothing asked the app again");
+    let m = metrics(&gw).await;
+    for line in [
+        r#"lookup_answers_total{kind="session",rule="",result="miss"} 1"#,
+        r#"lookup_answers_total{kind="query",rule="teams",result="miss"} 1"#,
+        r#"lookup_answers_total{kind="query",rule="teams",result="hit"} 1"#,
+        r#"lookup_answers_total{kind="hook",rule="docs",result="hit"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} not in:\n{m}");
+    }
+    assert_eq!(open(&m), Some(opened), "the same pool");
+    gw.stop().await;
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    let (_, _, m) = crate::support::call(
+        &gw.runtime,
+        channelgate::http::Listener::Admin,
+        request("GET", "/metrics").body(String::new()).unwrap(),
+    )
+    .await;
+    m.as_str().unwrap_or_default().to_owned()
+}
+
 #[test]
 fn a_query_that_could_write_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
