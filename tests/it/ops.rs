@@ -457,3 +457,53 @@ fn a_relative_config_path_is_watched() {
     assert_eq!(last, "403", "editing a policy with a relative --config did not reload:\n{}", server.logs());
     assert!(server.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+/// A reload does its file work off the request threads: with the config
+/// file replaced by a FIFO that nobody writes yet, the reload waits on its
+/// read while requests on the same one-thread runtime are still answered.
+/// Run on a thread of its own under a watchdog, because a reload that read
+/// on the runtime thread would block that thread (and any timeout on it).
+#[test]
+fn a_reload_waiting_on_its_files_does_not_stall_requests() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = write_config(dir.path(), &Setup::default());
+            let text = std::fs::read_to_string(&config).unwrap();
+            let app = channelgate::app::App::load(&config).unwrap_or_else(|e| panic!("{e}"));
+            let gw = Gateway::serve(dir, app).await;
+
+            std::fs::remove_file(&config).unwrap();
+            let status = Command::new("mkfifo").arg(&config).status().expect("mkfifo");
+            assert!(status.success(), "mkfifo: {status}");
+            let runtime = gw.runtime.clone();
+            let reload = tokio::spawn(async move { runtime.reload().await });
+            // Let the reload start and block on its read of the FIFO.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!reload.is_finished(), "the reload waits for its config file");
+
+            let alice = token("alice", json!({}));
+            let req = request("POST", "/pusher/auth")
+                .header("authorization", format!("Bearer {alice}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("socket_id=1234.5678&channel_name=private-user-alice".to_owned())
+                .unwrap();
+            let answered = tokio::time::timeout(Duration::from_secs(2), gw.call(req)).await;
+            let (status, _, body) = answered.expect("a request answered while the reload waits");
+            assert_eq!(status, 200, "{body}");
+
+            // The config arrives: the reload finishes and is in force.
+            let writer = std::thread::spawn(move || std::fs::write(&config, text).unwrap());
+            let reloaded = tokio::time::timeout(Duration::from_secs(10), reload).await;
+            reloaded.expect("the reload finishes once its file is readable").unwrap().unwrap();
+            writer.join().unwrap();
+            gw.stop().await;
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the runtime thread stalled: a reload blocked it (or the test panicked; see above)");
+}
