@@ -148,6 +148,30 @@ fn check_warns_about_an_issuer_without_issuer_or_audience() {
     assert!(out.is_empty(), "{out}");
 }
 
+/// A key source URL with credentials is refused, and the message does not
+/// print them (the URL would otherwise be logged and shown by /readyz).
+#[test]
+fn check_refuses_a_key_source_url_with_credentials_without_printing_them() {
+    for (jwt, says) in [
+        (
+            "  jwt:\n    algorithms: [RS256]\n    jwks_url: https://bob:hunter2@idp.example/jwks\n",
+            "session.jwt.jwks_url holds a user name or password",
+        ),
+        (
+            "  jwt:\n    algorithms: [RS256]\n    discovery: true\n    issuer: https://bob:hunter2@idp.example/\n",
+            "session.jwt: issuer holds a user name or password",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = config_with_jwt(dir.path(), jwt);
+        let (code, out, err) = check(&path, &[]);
+        assert_eq!(code, 78, "{out}{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("drop the credentials"), "{err}");
+        assert!(!err.contains("hunter2") && !out.contains("hunter2"), "the password is printed:\n{out}{err}");
+    }
+}
+
 /// A `channelgate serve` child on an ephemeral port, its stderr lines on a
 /// channel; stopped by PID on drop.
 struct Served {

@@ -238,6 +238,11 @@ fn remote_keys(
     }
     let source = if let Some(u) = &raw.jwks_url {
         match url::Url::parse(&u.value) {
+            // Not echoed: the message would print the password.
+            Ok(url) if has_credentials(&url) => {
+                cx.hint(u, format!("{label}.jwks_url holds a user name or password"), NO_CREDENTIALS);
+                return None;
+            }
             Ok(url) if fetchable(&url) => KeySource::Jwks(url),
             _ => {
                 cx.hint(
@@ -258,6 +263,10 @@ fn remote_keys(
             return None;
         };
         match url::Url::parse(issuer) {
+            Ok(url) if has_credentials(&url) => {
+                cx.hint(jwt, format!("{label}: issuer holds a user name or password"), NO_CREDENTIALS);
+                return None;
+            }
             Ok(url) if fetchable(&url) => KeySource::Discovery { issuer: issuer.to_owned(), url },
             _ => {
                 cx.hint(
@@ -270,6 +279,15 @@ fn remote_keys(
         }
     };
     Some(RemoteSpec { source, settings })
+}
+
+/// The hint for a key source URL with credentials in it.
+const NO_CREDENTIALS: &str =
+    "key sets are public: drop the credentials (the URL is logged and shown by /readyz)";
+
+/// Whether `url` carries a user name or password (`https://user:pass@host/`).
+fn has_credentials(url: &url::Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
 }
 
 pub(super) fn token_cache(cx: &mut Ctx<'_>, raw: Option<&raw::TokenCache>) -> CacheSettings {
