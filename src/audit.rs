@@ -281,46 +281,11 @@ impl Line for RestEvent<'_> {
     }
 }
 
-/// Appends `s` as a JSON string, escaped as serde_json escapes it: `"`,
-/// `\\`, and the control characters (`\b \t \n \f \r`, the others as
-/// `\u00xx`); everything else as it is.
+/// Appends `s` as a JSON string. `JSON.stringify`'s escapes (the Pusher
+/// answers' writer) are serde_json's: `"`, `\\`, `\b \t \n \f \r`, the
+/// other control characters as `\u00xx` (the event test compares with serde).
 fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let bytes = s.as_bytes();
-    // Most strings need no escape: one scan without early exit (which the
-    // compiler vectorizes) tells.
-    if !bytes.iter().fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\')) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            b'\t' => "\\t",
-            b'\n' => "\\n",
-            0x0c => "\\f",
-            b'\r' => "\\r",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // `i` is at an ASCII byte: a char boundary.
-        out.push_str(&s[plain..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        plain = i + 1;
-    }
-    out.push_str(&s[plain..]);
-    out.push('"');
+    crate::pusher::js_json::write_str(out, s);
 }
 
 /// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`). The
