@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
+use super::breaker::Permit;
 use super::{FaultKind, LookupError};
 use crate::upstream::HttpsClient;
 
@@ -49,6 +50,27 @@ pub(crate) async fn exchange(
             format!("no answer within {}", humantime::format_duration(timeout)),
         ))
     })
+}
+
+/// One call of the app under a breaker's `permit`: `req` (or the error of
+/// building it) is sent with [`exchange`], the reply read by `read`, and
+/// the outcome (a failed read included) reported to the breaker.
+pub(crate) async fn call<T>(
+    client: &HttpsClient,
+    req: http::Result<http::Request<Full<Bytes>>>,
+    timeout: Duration,
+    max_body: usize,
+    permit: Permit<'_>,
+    read: impl FnOnce(&Reply) -> Result<T, LookupError>,
+) -> Result<T, LookupError> {
+    let req = req
+        .map_err(|e| LookupError::unavailable(FaultKind::BadAnswer, format!("building the request: {e}")))?;
+    let answer = exchange(client, req, timeout, max_body).await.and_then(|reply| read(&reply));
+    match &answer {
+        Ok(_) => permit.success(tokio::time::Instant::now()),
+        Err(_) => permit.failure(tokio::time::Instant::now()),
+    }
+    answer
 }
 
 /// The error and its causes, `: `-separated (hyper's top-level message

@@ -185,17 +185,16 @@ impl Hook {
             value.set_sensitive(true);
             req = req.header(name.clone(), value);
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| {
-            LookupError::unavailable(FaultKind::BadAnswer, format!("building the request: {e}"))
-        })?;
-        let answer = client::exchange(&self.client, req, self.settings.timeout, MAX_ANSWER)
-            .await
-            .and_then(|reply| read_answer(&reply, self.settings.ttl));
-        match &answer {
-            Ok(_) => permit.success(Instant::now()),
-            Err(_) => permit.failure(Instant::now()),
-        }
-        answer
+        let ttl = self.settings.ttl;
+        client::call(
+            &self.client,
+            req.body(Full::new(Bytes::from(body))),
+            self.settings.timeout,
+            MAX_ANSWER,
+            permit,
+            |reply| read_answer(reply, ttl),
+        )
+        .await
     }
 }
 

@@ -115,14 +115,15 @@ impl Credential {
                     }
                 }
                 Forward::Header(name) => {
-                    out.extend(headers.get_all(name).iter().map(|v| (name.clone(), v.clone())));
+                    out.extend(headers.get_all(name).iter().map(|v| (name.clone(), sensitive(v.clone()))));
                 }
             }
         }
         if cookie.is_empty() && out.is_empty() {
             return None;
         }
-        let cookie = if cookie.is_empty() { None } else { HeaderValue::from_bytes(&cookie).ok() };
+        let cookie =
+            if cookie.is_empty() { None } else { HeaderValue::from_bytes(&cookie).ok().map(sensitive) };
         let mut hash = Sha256::new();
         hash.update(cookie.as_ref().map_or(&b""[..], HeaderValue::as_bytes));
         for (name, value) in &out {
@@ -133,6 +134,13 @@ impl Credential {
         }
         Some(Credential { cookie, headers: out, digest: hash.finalize().into() })
     }
+}
+
+/// `value` marked sensitive: a forwarded credential is never indexed by
+/// HPACK nor shown by `Debug`.
+fn sensitive(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 /// `name=value` pairs of every `Cookie` header (RFC 6265 §4.2.1), as bytes.
@@ -230,17 +238,16 @@ impl Introspector {
         for (name, value) in &credential.headers {
             req = req.header(name.clone(), value.clone());
         }
-        let req = req.body(Full::new(Bytes::new())).map_err(|e| {
-            LookupError::unavailable(FaultKind::BadAnswer, format!("building the request: {e}"))
-        })?;
-        let answer = client::exchange(&self.client, req, self.settings.timeout, MAX_ANSWER)
-            .await
-            .and_then(|reply| read_answer(&reply, self.settings.ttl));
-        match &answer {
-            Ok(_) => permit.success(Instant::now()),
-            Err(_) => permit.failure(Instant::now()),
-        }
-        answer
+        let ttl = self.settings.ttl;
+        client::call(
+            &self.client,
+            req.body(Full::new(Bytes::new())),
+            self.settings.timeout,
+            MAX_ANSWER,
+            permit,
+            |reply| read_answer(reply, ttl),
+        )
+        .await
     }
 }
 
