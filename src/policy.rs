@@ -23,6 +23,7 @@ pub mod lint;
 mod compile;
 mod eval;
 pub mod lookup;
+mod native;
 mod raw;
 pub mod readonly;
 
@@ -106,6 +107,9 @@ struct Expression {
     /// `has(token.x)`): a session's lazy claims answer it without building
     /// the whole claims map.
     token_by_member: bool,
+    /// The same expression without the interpreter, when it has one of
+    /// the common shapes ([`native`]); CEL decides whenever it cannot.
+    native: Option<native::Native>,
 }
 
 struct PresenceSpec {

@@ -491,7 +491,8 @@ fn expression(what: &str, source: &str, known: &[&str]) -> Result<Expression, Ex
         });
     }
     let token_by_member = token_read_by_member(program.expression());
-    Ok(Expression { source: source.to_owned(), program, token_by_member })
+    let native = super::native::compile(program.expression());
+    Ok(Expression { source: source.to_owned(), program, token_by_member, native })
 }
 
 /// Whether `token` appears in `expr` only as the operand of a field

@@ -10,6 +10,7 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use super::lookup::{Fact, Facts, ParamRef, Params, param_of};
+use super::native::{self, Native};
 use super::value::{TokenValue, cel_to_json, type_name};
 use super::{Expression, Policy, Rule};
 use crate::pusher::{ChannelName, SocketId, js_json};
@@ -335,8 +336,14 @@ impl Policy {
         let vars = Vars { query, hook, ..Vars::new(request, Some(channel.as_str()), captures) };
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
+        let env = native::Env {
+            token: request.token,
+            socket_id: request.socket_id.as_str(),
+            channel: Some(channel.as_str()),
+            captures,
+        };
 
-        match eval_bool(&ctx, &vars, "allow", &rule.allow, trace.as_deref_mut()) {
+        match eval_bool_fast(&ctx, &vars, &env, "allow", &rule.allow, trace.as_deref_mut()) {
             Ok(true) => {}
             Ok(false) if rule.hook_decides => {
                 let reason = hook.and_then(|h| h.claim_str("reason")).map(str::to_owned);
@@ -348,16 +355,15 @@ impl Policy {
         let Some(presence) = &rule.presence else {
             return Decision::Allow { rule: Some(rule.name.clone()), data: None };
         };
-        let user_id = match eval(&ctx, &vars, "presence.user_id", &presence.user_id, trace.as_deref_mut())
-            .and_then(|v| user_id_string(&v, false))
-        {
-            Ok(id) => id,
-            Err(e) => return deny(DenyReason::InvalidUserId(e)),
-        };
+        let user_id =
+            match eval_user_id(&ctx, &vars, &env, "presence.user_id", &presence.user_id, false, &mut trace) {
+                Ok(id) => id,
+                Err(e) => return deny(DenyReason::InvalidUserId(e)),
+            };
         let mut data = serde_json::Map::new();
         data.insert("user_id".into(), serde_json::Value::String(user_id));
         if let Some(fields) = &presence.user_info {
-            let info = eval_fields(&ctx, &vars, "presence.user_info", fields, trace);
+            let info = eval_fields(&ctx, &vars, &env, "presence.user_info", fields, trace);
             data.insert("user_info".into(), serde_json::Value::Object(info));
         }
         let channel_data = js_json::to_string(&serde_json::Value::Object(data));
@@ -378,24 +384,28 @@ impl Policy {
         let vars = Vars::new(request, None, &[]);
         let mut ctx = scope(&self.root);
         ctx.set_variable_resolver(&vars);
+        let env = native::Env {
+            token: request.token,
+            socket_id: request.socket_id.as_str(),
+            channel: None,
+            captures: &[],
+        };
         let deny = |reason| Decision::Deny { rule: None, reason };
         if let Some(allow) = &user.allow {
-            match eval_bool(&ctx, &vars, "user.allow", allow, trace.as_deref_mut()) {
+            match eval_bool_fast(&ctx, &vars, &env, "user.allow", allow, trace.as_deref_mut()) {
                 Ok(true) => {}
                 Ok(false) => return deny(DenyReason::RuleDenied),
                 Err(e) => return deny(DenyReason::RuleError(e)),
             }
         }
-        let id = match eval(&ctx, &vars, "user.id", &user.id, trace.as_deref_mut())
-            .and_then(|v| user_id_string(&v, true))
-        {
+        let id = match eval_user_id(&ctx, &vars, &env, "user.id", &user.id, true, &mut trace) {
             Ok(id) => id,
             Err(e) => return deny(DenyReason::InvalidUserId(e)),
         };
         let mut data = serde_json::Map::new();
         data.insert("id".into(), serde_json::Value::String(id));
         if let Some(fields) = &user.user_info {
-            let info = eval_fields(&ctx, &vars, "user.user_info", fields, trace.as_deref_mut());
+            let info = eval_fields(&ctx, &vars, &env, "user.user_info", fields, trace.as_deref_mut());
             data.insert("user_info".into(), serde_json::Value::Object(info));
         }
         if let Some(watchlist) = &user.watchlist {
@@ -537,17 +547,72 @@ fn eval_bool(
     }
 }
 
+/// `expr` as a bool: by its native form when that gives a definite answer
+/// (and no trace is asked for, whose steps are the interpreter's), else by
+/// CEL.
+fn eval_bool_fast(
+    ctx: &cel::Context<'_, '_>,
+    vars: &Vars<'_, '_>,
+    env: &native::Env<'_>,
+    what: &str,
+    expr: &Expression,
+    trace: Option<&mut Trace>,
+) -> Result<bool, String> {
+    if trace.is_none()
+        && let Some(Native::Cond(cond)) = &expr.native
+        && let Some(answer) = cond.eval(env)
+    {
+        return Ok(answer);
+    }
+    eval_bool(ctx, vars, what, expr, trace)
+}
+
+/// `expr`'s string by its native form, when it is a string term that
+/// evaluates to a string.
+fn native_str<'e>(env: &native::Env<'e>, expr: &'e Expression) -> Option<&'e str> {
+    match &expr.native {
+        Some(Native::Term(term)) => term.eval(env),
+        _ => None,
+    }
+}
+
+/// A presence `user_id` or sign-in `id`: natively when the expression names
+/// a string, else by CEL; checked by [`checked_user_id`] either way.
+fn eval_user_id(
+    ctx: &cel::Context<'_, '_>,
+    vars: &Vars<'_, '_>,
+    env: &native::Env<'_>,
+    what: &str,
+    expr: &Expression,
+    signin: bool,
+    trace: &mut Option<&mut Trace>,
+) -> Result<String, String> {
+    if trace.is_none()
+        && let Some(id) = native_str(env, expr)
+    {
+        return checked_user_id(id.to_owned(), signin);
+    }
+    eval(ctx, vars, what, expr, trace.as_deref_mut()).and_then(|v| user_id_string(&v, signin))
+}
+
 /// Evaluates `user_info` fields; a field whose expression fails (an absent
 /// claim) is left out.
 fn eval_fields(
     ctx: &cel::Context<'_, '_>,
     vars: &Vars<'_, '_>,
+    env: &native::Env<'_>,
     what: &str,
     fields: &[(String, Expression)],
     mut trace: Option<&mut Trace>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::with_capacity(fields.len());
     for (name, expr) in fields {
+        if trace.is_none()
+            && let Some(value) = native_str(env, expr)
+        {
+            out.insert(name.clone(), serde_json::Value::String(value.to_owned()));
+            continue;
+        }
         let label = format!("{what}.{name}");
         match eval(ctx, vars, &label, expr, trace.as_deref_mut()) {
             Ok(v) => match cel_to_json(&v) {
@@ -572,6 +637,11 @@ fn user_id_string(v: &Value, signin: bool) -> Result<String, String> {
         Value::UInt(u) => u.to_string(),
         other => return Err(format!("the id is a {}, not a string", type_name(other))),
     };
+    checked_user_id(id, signin)
+}
+
+/// The checks of every user id, however it was evaluated.
+fn checked_user_id(id: String, signin: bool) -> Result<String, String> {
     if id.is_empty() {
         return Err("the id is empty".into());
     }

@@ -575,3 +575,91 @@ fn expression_errors_never_panic_on_odd_text() {
     let errs = compile_errors("rules:\n  - name: r\n    channel: private-{x}\n    allow: token.yy == yy\n");
     assert!(errs[0].starts_with("p.yaml:4:24:"), "{errs:?}");
 }
+
+/// The native shapes (`native.rs`) against the interpreter: a decision
+/// without a trace may be answered natively, one with a trace is always the
+/// interpreter's, so the two must agree on every policy, token and channel.
+#[test]
+fn native_shapes_decide_as_cel_does() {
+    let policy = compile(
+        r#"
+rules:
+  - name: user
+    channel: private-user-{user}
+    allow: user == token.sub
+  - name: org
+    channel: private-org-{org:[a-z0-9]+}-announcements
+    allow: has(token.org) && token.org == org
+  - name: docs
+    channel: private-doc-{doc:[0-9]+}
+    allow: has(token.docs) && doc in token.docs
+  - name: either
+    channel: private-either-{x}
+    allow: x in token.docs || token.role == 'admin' && !(token.sub != x)
+  - name: unguarded
+    channel: private-raw-{x}
+    allow: x in token.docs
+  - name: channel-and-socket
+    channel: private-cs-{x}
+    allow: channel != 'private-cs-no' && socket_id == '1234.5678' && x != token.sub
+  - name: rooms
+    channel: presence-room-{room:[0-9]+}
+    allow: has(token.rooms) && room in token.rooms
+    presence:
+      user_id: token.sub
+      user_info: { name: token.name, fixed: "'x'", room: room, n: token.n }
+user:
+  allow: has(token.sub) && token.role != 'banned'
+  id: token.sub
+  user_info: { name: token.name }
+"#,
+    );
+    let tokens = [
+        r#"{"sub":"u1","org":"acme","docs":["1","2","u1"],"rooms":["7"],"name":"Ann","role":"admin"}"#,
+        r#"{"sub":"u2","org":"other","docs":["3"],"rooms":["7","8"],"role":"user"}"#,
+        r#"{"sub":"u1","docs":[1,2],"rooms":[7],"name":5,"n":1.5}"#,
+        r#"{"sub":7,"org":7,"docs":"1","rooms":{"7":true},"name":null,"role":"banned"}"#,
+        r#"{"sub":"","docs":["1",2,"3"],"rooms":["7",null],"name":"\u00e9\"q"}"#,
+        r#"{"docs":[],"rooms":[]}"#,
+        r#"{}"#,
+        r#""not an object""#,
+        r#"["1"]"#,
+    ];
+    let channels = [
+        "private-user-u1",
+        "private-user-u2",
+        "private-org-acme-announcements",
+        "private-doc-1",
+        "private-doc-3",
+        "private-either-u1",
+        "private-either-9",
+        "private-raw-1",
+        "private-cs-u2",
+        "private-cs-no",
+        "presence-room-7",
+        "presence-room-8",
+        "private-nothing",
+    ];
+    let socket = SocketId::parse("1234.5678").unwrap();
+    let mut decided = 0;
+    for text in tokens {
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        // Both representations: the verified session's lazy claims and the
+        // map `policy test` and `explain` bind.
+        let lazy = TokenValue::from_json_text(text);
+        for token in lazy.iter().chain([&TokenValue::from_json(&json)]) {
+            let req = Request { token, socket_id: &socket, origin: None };
+            for channel in channels {
+                let channel = ChannelName::parse(channel).unwrap();
+                let fast = policy.authorize_channel(&req, &channel, None);
+                let cel = policy.authorize_channel(&req, &channel, Some(&mut Trace::default()));
+                assert_eq!(fast, cel, "{text} {channel:?}");
+                decided += usize::from(fast.is_allow());
+            }
+            let fast = policy.authenticate_user(&req, None);
+            let cel = policy.authenticate_user(&req, Some(&mut Trace::default()));
+            assert_eq!(fast, cel, "sign-in {text}");
+        }
+    }
+    assert!(decided > 10, "the table allows something ({decided})");
+}

@@ -362,6 +362,16 @@ impl TokenValue {
         }
     }
 
+    /// Whether the claims have a top-level member `name` (CEL's
+    /// `has(token.NAME)`); `None` when the token is not an object (CEL
+    /// errors then).
+    pub(crate) fn has_member(&self, name: &str) -> Option<bool> {
+        match &self.0 {
+            Repr::Lazy(_) | Repr::Map(_) => Some(self.member(name).is_some()),
+            Repr::Other(_) => None,
+        }
+    }
+
     /// The value for an expression that reads `token` only through its
     /// members: lookups convert one member, not the whole map.
     pub(crate) fn as_member_lookups(&self) -> &dyn Val {
