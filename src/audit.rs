@@ -207,11 +207,11 @@ impl Line for Event<'_> {
         out.push_str("{\"ts\":");
         json_str(out, self.ts);
         out.push_str(",\"event\":");
-        json_str(out, self.event);
+        static_str(out, self.event);
         out.push_str(",\"request_id\":");
         json_str(out, self.request_id);
         out.push_str(",\"kind\":");
-        json_str(out, self.kind);
+        static_str(out, self.kind);
         match self.client {
             None => {}
             // An address's text needs no escapes.
@@ -239,7 +239,7 @@ impl Line for Event<'_> {
             }
         }
         out.push_str(",\"decision\":");
-        json_str(out, self.decision);
+        static_str(out, self.decision);
         out.push_str(",\"reason\":");
         json_str(out, self.reason);
         if !self.detail.is_empty() {
@@ -286,6 +286,16 @@ impl Line for RestEvent<'_> {
 /// other control characters as `\u00xx` (the event test compares with serde).
 fn json_str(out: &mut String, s: &str) {
     crate::pusher::js_json::write_str(out, s);
+}
+
+/// Appends one of the code's own words (`decision`, `channel`, `allow`)
+/// as a JSON string: they need no escape (the test of the event line
+/// compares with serde), so none is looked for.
+fn static_str(out: &mut String, s: &'static str) {
+    debug_assert!(!crate::scan::needs_json_escape(s.as_bytes()), "{s}");
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
 }
 
 /// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`). The

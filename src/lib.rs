@@ -31,6 +31,7 @@ mod diagnose;
 mod membership;
 mod publish;
 mod revocation;
+mod scan;
 mod telemetry;
 #[cfg(test)]
 mod tidy;

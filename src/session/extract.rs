@@ -97,22 +97,19 @@ fn bearer_token(value: &str) -> Result<Option<&str>, AuthError> {
     if token.is_empty() {
         return Ok(None);
     }
-    // A byte scan without early exit (the compiler vectorizes it):
-    // `str::contains` with a char set walks a 600-byte token one decoded
-    // char at a time.
-    if token.bytes().fold(false, |blank, b| blank | (b == b' ') | (b == b'\t')) {
+    // A word scan (`crate::scan`): `str::contains` with a char set walks a
+    // 600-byte token one decoded char at a time.
+    if crate::scan::has_blank(token.as_bytes()) {
         return Err(AuthError::Malformed);
     }
     Ok(Some(token))
 }
 
 /// The header value as text when every byte is visible ASCII, a space or a
-/// tab: what `HeaderValue::to_str` accepts, checked without early exit so
-/// the compiler vectorizes it (`to_str` tests a byte at a time).
+/// tab: what `HeaderValue::to_str` accepts (which tests a byte at a time).
+/// A word scan first; only a value with a tab or worse is looked at again.
 fn visible_ascii(bytes: &[u8]) -> Option<&str> {
-    let invisible =
-        bytes.iter().fold(false, |invisible, &b| invisible | ((b < 0x20) & (b != b'\t')) | (b >= 0x7f));
-    if invisible {
+    if crate::scan::outside_visible(bytes) && bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b >= 0x7f) {
         return None;
     }
     std::str::from_utf8(bytes).ok()
