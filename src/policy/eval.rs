@@ -360,13 +360,17 @@ impl Policy {
                 Ok(id) => id,
                 Err(e) => return deny(DenyReason::InvalidUserId(e)),
             };
-        let mut data = serde_json::Map::new();
-        data.insert("user_id".into(), serde_json::Value::String(user_id));
+        // `JSON.stringify({user_id, user_info})`, written as it goes: neither
+        // key is an array index, so they keep this order.
+        let mut channel_data = String::with_capacity(128);
+        channel_data.push_str("{\"user_id\":");
+        js_json::write_str(&mut channel_data, &user_id);
         if let Some(fields) = &presence.user_info {
             let info = eval_fields(&ctx, &vars, &env, "presence.user_info", fields, trace);
-            data.insert("user_info".into(), serde_json::Value::Object(info));
+            channel_data.push_str(",\"user_info\":");
+            js_json::write(&mut channel_data, &serde_json::Value::Object(info));
         }
-        let channel_data = js_json::to_string(&serde_json::Value::Object(data));
+        channel_data.push('}');
         if channel_data.len() > self.max_member_bytes {
             return deny(DenyReason::PresenceDataTooLarge {
                 size: channel_data.len(),

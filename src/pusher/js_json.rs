@@ -26,9 +26,14 @@ use serde_json::{Map, Number, Value};
 
 /// Serializes `value` exactly as JavaScript's `JSON.stringify(value)` would.
 pub fn to_string(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(128);
     write_value(&mut out, value);
     out
+}
+
+/// Appends `value` to `out` as [`to_string`] writes it.
+pub fn write(out: &mut String, value: &Value) {
+    write_value(out, value);
 }
 
 /// Appends `s` as a quoted JSON string, escaped as `JSON.stringify` escapes
