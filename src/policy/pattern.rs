@@ -211,9 +211,19 @@ impl Pattern {
         }
         let name = channel.as_str();
         match &self.shape {
-            Shape::Literal(literal) => (name == literal).then(Vec::new),
+            // Word comparisons (`crate::scan`): `==` and `strip_prefix` call
+            // `bcmp`, which costs more than these short names.
+            Shape::Literal(literal) => crate::scan::eq(name.as_bytes(), literal.as_bytes()).then(Vec::new),
             Shape::Around { prefix, suffix, class } => {
-                let capture = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                let (bytes, prefix, suffix) = (name.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
+                if bytes.len() < prefix.len() + suffix.len()
+                    || !crate::scan::starts_with(bytes, prefix)
+                    || !crate::scan::ends_with(bytes, suffix)
+                {
+                    return None;
+                }
+                // Channel names are ASCII: every index is a char boundary.
+                let capture = name.get(prefix.len()..name.len() - suffix.len())?;
                 // Every character of a channel name is a channel-name
                 // character: a plain capture only has to be non-empty.
                 if capture.is_empty() || class.as_ref().is_some_and(|class| !class.holds_all(capture)) {
@@ -223,7 +233,7 @@ impl Pattern {
                 Some(vec![(capture_name.as_str(), capture)])
             }
             Shape::Regex { prefix } => {
-                if !name.starts_with(prefix.as_str()) {
+                if !crate::scan::starts_with(name.as_bytes(), prefix.as_bytes()) {
                     return None;
                 }
                 self.matches_by_regex(channel)
