@@ -188,6 +188,19 @@ impl Audit {
         }
     }
 
+    /// Records the lines of several events ([`Line::write_line`], joined
+    /// by newlines) as one message: a batch's ten decisions cost the queue
+    /// one operation. `count` events are dropped if the queue is full.
+    pub fn record_lines(&self, text: String, count: u64) {
+        let Some(tx) = self.writer.as_ref().and_then(|w| w.tx.as_ref()) else { return };
+        if count == 0 {
+            return;
+        }
+        if tx.try_send(text).is_err() {
+            self.dropped.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

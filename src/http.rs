@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 
 use crate::app::{Gateway, Runtime};
-use crate::audit::{Event, ShadowOutcome, now_rfc3339};
+use crate::audit::{Event, Line as _, ShadowOutcome, now_rfc3339};
 use crate::reason::Reason;
 use crate::telemetry::{DecisionLabels, ShadowLabels};
 use error::ApiError;
@@ -278,6 +278,9 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
     let rt = cx.rt;
     let audit =
         rt.audit.enabled().then(|| (now_rfc3339(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
+    // The request's audit lines, sent to the writer together.
+    let mut lines = String::new();
+    let mut count = 0;
     for (i, d) in decisions.iter().enumerate() {
         let (decision, reason, detail) = outcome(d);
         let rule = d.rule.as_deref();
@@ -323,7 +326,13 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
                     reason: s.reason.map_or("", Reason::as_str),
                 })
                 .collect();
-            rt.audit.record(&Event {
+            let start = lines.len();
+            if count == 0 {
+                lines.reserve(384 * decisions.len());
+            } else {
+                lines.push('\n');
+            }
+            let written = Event {
                 ts,
                 event: "decision",
                 request_id: cx.request_id,
@@ -337,9 +346,16 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
                 detail,
                 latency_us: *latency_us,
                 shadow: &shadow,
-            });
+            }
+            .write_line(&mut lines);
+            if written {
+                count += 1;
+            } else {
+                lines.truncate(start);
+            }
         }
     }
+    rt.audit.record_lines(lines, count);
 }
 
 /// A decision's result, reason and operator detail.

@@ -215,7 +215,7 @@ impl Policy {
         let mut out = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if let Some(captures) = rule.pattern.matches(channel) {
-                out.push((i, captures));
+                out.push((i, captures.to_vec()));
                 if !rule.shadow {
                     break;
                 }

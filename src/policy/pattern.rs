@@ -205,7 +205,7 @@ impl Pattern {
     }
 
     /// Matches a channel; returns the captures in pattern order.
-    pub fn matches<'c>(&self, channel: &'c ChannelName) -> Option<Vec<(&str, &'c str)>> {
+    pub fn matches<'c>(&self, channel: &'c ChannelName) -> Option<Captures<'_, 'c>> {
         if channel.kind() != self.kind {
             return None;
         }
@@ -213,7 +213,9 @@ impl Pattern {
         match &self.shape {
             // Word comparisons (`crate::scan`): `==` and `strip_prefix` call
             // `bcmp`, which costs more than these short names.
-            Shape::Literal(literal) => crate::scan::eq(name.as_bytes(), literal.as_bytes()).then(Vec::new),
+            Shape::Literal(literal) => {
+                crate::scan::eq(name.as_bytes(), literal.as_bytes()).then(|| Captures::Many(Vec::new()))
+            }
             Shape::Around { prefix, suffix, class } => {
                 let (bytes, prefix, suffix) = (name.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
                 if bytes.len() < prefix.len() + suffix.len()
@@ -230,13 +232,13 @@ impl Pattern {
                     return None;
                 }
                 let capture_name = self.captures.first()?;
-                Some(vec![(capture_name.as_str(), capture)])
+                Some(Captures::One([(capture_name.as_str(), capture)]))
             }
             Shape::Regex { prefix } => {
                 if !crate::scan::starts_with(name.as_bytes(), prefix.as_bytes()) {
                     return None;
                 }
-                self.matches_by_regex(channel)
+                self.matches_by_regex(channel).map(Captures::Many)
             }
         }
     }
@@ -253,6 +255,27 @@ impl Pattern {
             out.push((name.as_str(), m.as_str()));
         }
         Some(out)
+    }
+}
+
+/// A match's captures, in pattern order: a slice. The common patterns have
+/// one capture, kept inline (no allocation per channel decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Captures<'p, 'c> {
+    /// One capture.
+    One([(&'p str, &'c str); 1]),
+    /// None, or several (regex patterns).
+    Many(Vec<(&'p str, &'c str)>),
+}
+
+impl<'p, 'c> std::ops::Deref for Captures<'p, 'c> {
+    type Target = [(&'p str, &'c str)];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Captures::One(one) => one,
+            Captures::Many(many) => many,
+        }
     }
 }
 
@@ -435,7 +458,7 @@ mod tests {
     fn caps(pattern: &str, ch: &str) -> Option<Vec<(String, String)>> {
         let p = Pattern::parse(pattern).unwrap();
         let c = channel(ch);
-        p.matches(&c).map(|v| v.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect())
+        p.matches(&c).map(|v| v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect())
     }
 
     #[test]
@@ -574,7 +597,12 @@ mod tests {
             let pattern = Pattern::parse(p).unwrap();
             for c in &channels {
                 let c = channel(c);
-                assert_eq!(pattern.matches(&c), pattern.matches_by_regex(&c), "{p} on {}", c.as_str());
+                assert_eq!(
+                    pattern.matches(&c).map(|m| m.to_vec()),
+                    pattern.matches_by_regex(&c),
+                    "{p} on {}",
+                    c.as_str()
+                );
             }
         }
     }

@@ -321,6 +321,60 @@ async fn audit_events_are_json_without_tokens_and_shadow_rules_do_not_decide() {
     gw.stop().await;
 }
 
+/// A batch's decisions reach the writer as one message (#16): still one
+/// JSON line per channel, in the batch's order, after the lines before it.
+#[tokio::test]
+async fn a_batch_is_one_audit_line_per_channel() {
+    let policy = "rules:\n  - name: own\n    channel: private-user-{user}\n    allow: user == token.sub\n";
+    let gw = Full::start(Setup { policy: policy.into(), ..Setup::default() }).await;
+    let t = token("alice", json!({}));
+    assert_eq!(gw.status(&t, "private-user-alice").await, 200);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("socket_id", "1234.5678"),
+            ("channel_name[0]", "private-user-alice"),
+            ("channel_name[1]", "private-user-bob"),
+            ("channel_name[2]", "private-nothing"),
+        ])
+        .finish();
+    let resp = client()
+        .post(format!("http://{}/pusher/auth", gw.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Bearer {t}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let audit_path = gw.dir.path().join("audit.log");
+    eventually("four audit lines", || async {
+        std::fs::read_to_string(&audit_path).is_ok_and(|s| s.lines().count() >= 4)
+    })
+    .await;
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    assert!(text.ends_with('\n'), "{text}");
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (e["channel"].as_str().unwrap(), e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("private-user-alice", "allow", ""),
+            ("private-user-alice", "allow", ""),
+            ("private-user-bob", "deny", "rule_denied"),
+            ("private-nothing", "deny", "no_rule_matched"),
+        ]
+    );
+    // The batch's lines share its request id.
+    assert_ne!(events[0]["request_id"], events[1]["request_id"]);
+    assert!(events[1..].iter().all(|e| e["request_id"] == events[1]["request_id"]));
+    gw.stop().await;
+}
+
 fn check_policy(fixture: &str, extra: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let policy = std::fs::read_to_string(
