@@ -215,6 +215,16 @@ pub trait Line {
 
 impl Line for Event<'_> {
     fn write_line(&self, out: &mut String) -> bool {
+        self.write_head(out);
+        self.write_tail(out);
+        true
+    }
+}
+
+impl Event<'_> {
+    /// The members up to `user`: the same for every decision of a request
+    /// (a batch writes them once and copies them).
+    pub(crate) fn write_head(&self, out: &mut String) {
         // The members in the order, and with the omissions, of the serde
         // derive (`an_event_line_is_what_serde_writes` holds it).
         out.push_str("{\"ts\":");
@@ -243,9 +253,15 @@ impl Line for Event<'_> {
                 let _ = write!(out, ",\"client\":\"{client}\"");
             }
         }
-        for (name, value) in
-            [(",\"user\":", self.user), (",\"channel\":", self.channel), (",\"rule\":", self.rule)]
-        {
+        if let Some(user) = self.user {
+            out.push_str(",\"user\":");
+            json_str(out, user);
+        }
+    }
+
+    /// The members after `user`, and the end of the line.
+    pub(crate) fn write_tail(&self, out: &mut String) {
+        for (name, value) in [(",\"channel\":", self.channel), (",\"rule\":", self.rule)] {
             if let Some(value) = value {
                 out.push_str(name);
                 json_str(out, value);
@@ -278,7 +294,6 @@ impl Line for Event<'_> {
             out.push(']');
         }
         out.push('}');
-        true
     }
 }
 

@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 
 use crate::app::{Gateway, Runtime};
-use crate::audit::{Event, Line as _, ShadowOutcome, now_rfc3339};
+use crate::audit::{Event, ShadowOutcome, now_rfc3339};
 use crate::reason::Reason;
 use crate::telemetry::{DecisionLabels, ShadowLabels};
 use error::ApiError;
@@ -281,6 +281,7 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
     // The request's audit lines, sent to the writer together.
     let mut lines = String::new();
     let mut count = 0;
+    let mut head = (0, "");
     for (i, d) in decisions.iter().enumerate() {
         let (decision, reason, detail) = outcome(d);
         let rule = d.rule.as_deref();
@@ -326,13 +327,7 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
                     reason: s.reason.map_or("", Reason::as_str),
                 })
                 .collect();
-            let start = lines.len();
-            if count == 0 {
-                lines.reserve(384 * decisions.len());
-            } else {
-                lines.push('\n');
-            }
-            let written = Event {
+            let event = Event {
                 ts,
                 event: "decision",
                 request_id: cx.request_id,
@@ -346,13 +341,22 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
                 detail,
                 latency_us: *latency_us,
                 shadow: &shadow,
-            }
-            .write_line(&mut lines);
-            if written {
-                count += 1;
+            };
+            // The members before `channel` are the request's (its time,
+            // id, client and user; its one kind): written once and copied.
+            if count == 0 {
+                lines.reserve(384 * decisions.len());
+                event.write_head(&mut lines);
+                head = (lines.len(), event.kind);
+            } else if event.kind == head.1 {
+                lines.push('\n');
+                lines.extend_from_within(..head.0);
             } else {
-                lines.truncate(start);
+                lines.push('\n');
+                event.write_head(&mut lines);
             }
+            event.write_tail(&mut lines);
+            count += 1;
         }
     }
     rt.audit.record_lines(lines, count);

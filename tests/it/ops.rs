@@ -369,9 +369,12 @@ async fn a_batch_is_one_audit_line_per_channel() {
             ("private-nothing", "deny", "no_rule_matched"),
         ]
     );
-    // The batch's lines share its request id.
+    // The batch's lines share its request id, time, client and user.
     assert_ne!(events[0]["request_id"], events[1]["request_id"]);
-    assert!(events[1..].iter().all(|e| e["request_id"] == events[1]["request_id"]));
+    for member in ["request_id", "ts", "client", "kind"] {
+        assert!(events[1..].iter().all(|e| e[member] == events[1][member]), "{member}: {text}");
+    }
+    assert!(events.iter().all(|e| e["user"] == "alice" && e["event"] == "decision"), "{text}");
     gw.stop().await;
 }
 
