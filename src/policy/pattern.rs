@@ -279,6 +279,15 @@ impl<'p, 'c> std::ops::Deref for Captures<'p, 'c> {
     }
 }
 
+impl<'a, 'p, 'c> IntoIterator for &'a Captures<'p, 'c> {
+    type Item = &'a (&'p str, &'c str);
+    type IntoIter = std::slice::Iter<'a, (&'p str, &'c str)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 impl Pattern {
     /// Up to `n` channel names this pattern matches, drawn deterministically
     /// from `rng`: plain captures take a few representative values, regex
