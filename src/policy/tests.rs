@@ -663,3 +663,86 @@ user:
     }
     assert!(decided > 10, "the table allows something ({decided})");
 }
+
+/// Random expressions of the native shapes (and a few that are not), each
+/// decided natively and by the interpreter on tokens of every kind: the
+/// decisions must be equal (a property test over `native.rs`'s grammar).
+#[test]
+fn random_native_shapes_decide_as_cel_does() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    fn term(pick: u64) -> &'static str {
+        [
+            "x",
+            "channel",
+            "socket_id",
+            "'a'",
+            "'1'",
+            "'private-a'",
+            "token.sub",
+            "token.n",
+            "token.absent",
+            "token.docs",
+        ][pick as usize]
+    }
+    fn cond(next: &mut impl FnMut(u64) -> u64, depth: u32) -> String {
+        let leaf = depth == 0 || next(3) == 0;
+        if leaf {
+            return match next(6) {
+                0 => format!("has(token.{})", ["sub", "docs", "absent", "nul"][next(4) as usize]),
+                1 => format!("{} == {}", term(next(10)), term(next(10))),
+                2 => format!("{} != {}", term(next(10)), term(next(10))),
+                3 => format!(
+                    "{} in token.{}",
+                    term(next(10)),
+                    ["docs", "mixed", "sub", "obj", "absent"][next(5) as usize]
+                ),
+                4 => ["true", "false"][next(2) as usize].to_owned(),
+                // Not a native shape: the whole expression goes to CEL.
+                _ => format!("size({}) > 1", term(next(6))),
+            };
+        }
+        match next(3) {
+            0 => format!("({} && {})", cond(next, depth - 1), cond(next, depth - 1)),
+            1 => format!("({} || {})", cond(next, depth - 1), cond(next, depth - 1)),
+            _ => format!("!({})", cond(next, depth - 1)),
+        }
+    }
+    let tokens = [
+        r#"{"sub":"a","docs":["a","1","private-a"],"mixed":["a",1],"obj":{"a":1},"n":1,"nul":null}"#,
+        r#"{"sub":"1","docs":[],"mixed":[null,"1"],"obj":{},"n":"a"}"#,
+        r#"{"sub":["a"],"docs":"a","n":1.5}"#,
+        r#"{}"#,
+        r#""a""#,
+    ];
+    let socket = SocketId::parse("1234.5678").unwrap();
+    let mut native_kinds = 0;
+    for _ in 0..150 {
+        let allow = cond(&mut next, 3);
+        let yaml = format!(
+            "rules:\n  - name: r\n    channel: private-{{x}}\n    allow: \"{}\"\n",
+            allow.replace('"', "\\\"")
+        );
+        let policy = compile(&yaml);
+        native_kinds += usize::from(!allow.contains("size("));
+        for text in tokens {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            let lazy = TokenValue::from_json_text(text);
+            for token in lazy.iter().chain([&TokenValue::from_json(&json)]) {
+                let req = Request { token, socket_id: &socket, origin: None };
+                for channel in ["private-a", "private-1", "private-b"] {
+                    let channel = ChannelName::parse(channel).unwrap();
+                    let fast = policy.authorize_channel(&req, &channel, None);
+                    let cel = policy.authorize_channel(&req, &channel, Some(&mut Trace::default()));
+                    assert_eq!(fast, cel, "allow: {allow}; token {text}; {channel:?}");
+                }
+            }
+        }
+    }
+    assert!(native_kinds > 50, "the generator mostly writes native shapes ({native_kinds})");
+}
