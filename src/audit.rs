@@ -10,7 +10,11 @@
 //!   a signature, a secret or event data;
 //! - writing never blocks a request: events go through a bounded queue to a
 //!   writer thread; when the queue is full the event is dropped and counted
-//!   (`channelgate_audit_dropped_total`);
+//!   (`channelgate_audit_dropped_total`). The queue is bounded in bytes and
+//!   its memory follows what it holds (a list of blocks, not a preallocated
+//!   ring of slots, which was 512 KiB resident from start-up on); under load
+//!   the writer is woken once [`WAKE_AT`] bytes wait, so the backlog stays
+//!   about one write's worth;
 //! - a decision line is written by hand (one per channel decision, so a
 //!   batch writes ten): the same bytes serde_json writes for [`Event`], which
 //!   a test holds, without its machinery; the time of day is formatted once
@@ -18,16 +22,17 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::AuditTo;
 
-/// Queue length between requests and the writer thread.
-const QUEUE: usize = 16 * 1024;
+/// Bytes of lines the queue between requests and the writer thread holds at
+/// most (about 30,000 decision lines).
+const QUEUE_BYTES: usize = 8 << 20;
 
 /// One audit event.
 #[derive(Debug, Serialize)]
@@ -126,7 +131,7 @@ pub struct Audit {
 /// a bounded time, so a stuck destination cannot hold up shutdown).
 #[derive(Debug)]
 struct Writer {
-    tx: Option<SyncSender<String>>,
+    tx: Option<Queue>,
     thread: std::thread::Thread,
     done: std::sync::Mutex<Receiver<()>>,
 }
@@ -156,12 +161,21 @@ impl Audit {
                 Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
             }
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        Self::start_writer(writer, QUEUE_BYTES)
+    }
+
+    /// Starts the writer thread for `writer`, with room for `bound` bytes of
+    /// queued messages.
+    fn start_writer(writer: Box<dyn Write + Send>, bound: usize) -> std::io::Result<Self> {
+        let (tx, rx) = channel::<String>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let taken = pending.clone();
         let (done_tx, done) = sync_channel::<()>(1);
         let handle = std::thread::Builder::new().name("channelgate-audit".into()).spawn(move || {
-            write_loop(rx, writer);
+            write_loop(&rx, &taken, writer);
             let _ = done_tx.send(());
         })?;
+        let tx = Queue { tx, pending, bound, writer: handle.thread().clone() };
         let writer =
             Writer { tx: Some(tx), thread: handle.thread().clone(), done: std::sync::Mutex::new(done) };
         Ok(Self { writer: Some(Arc::new(writer)), dropped: Arc::new(AtomicU64::new(0)) })
@@ -180,11 +194,8 @@ impl Audit {
         if !event.write_line(&mut line) {
             return;
         }
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if !tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -196,7 +207,7 @@ impl Audit {
         if count == 0 {
             return;
         }
-        if tx.try_send(text).is_err() {
+        if !tx.try_send(text) {
             self.dropped.fetch_add(count, Ordering::Relaxed);
         }
     }
@@ -204,6 +215,45 @@ impl Audit {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The sending end of the queue: an unbounded channel (its blocks are
+/// allocated as messages come and freed as the writer takes them) held to
+/// `bound` bytes by a count of the bytes not yet taken.
+#[derive(Debug)]
+struct Queue {
+    tx: Sender<String>,
+    pending: Arc<AtomicUsize>,
+    bound: usize,
+    writer: std::thread::Thread,
+}
+
+/// Queued bytes at which the writer is woken before its interval ends: one
+/// buffer's worth, which it would write at once anyway. Under load the
+/// backlog (and the memory it holds) stays near this rather than an
+/// interval's worth (10 ms of a batch load was 400 messages in 1.6 MB of
+/// strings).
+const WAKE_AT: usize = 64 * 1024;
+
+impl Queue {
+    /// Queues `message`, unless `bound` messages are waiting or the writer
+    /// is gone; false if it was not queued.
+    fn try_send(&self, message: String) -> bool {
+        let len = message.len();
+        let waiting = self.pending.fetch_add(len, Ordering::Relaxed);
+        if waiting + len > self.bound {
+            self.pending.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.tx.send(message).is_err() {
+            self.pending.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if waiting < WAKE_AT && waiting + len >= WAKE_AT {
+            self.writer.unpark();
+        }
+        true
     }
 }
 
@@ -401,22 +451,26 @@ fn with_millis(prefix: &[u8; 20], millis: u32) -> String {
 /// blocked writer costs the request that sends the event a futex call (and,
 /// on a busy core, a context switch), so under load the writer wakes up at
 /// most once per interval instead of once per event (10-15% of the CPU time
-/// of a request before).
+/// of a request before), or when [`WAKE_AT`] messages wait.
 const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>) {
+fn write_loop(rx: &Receiver<String>, pending: &AtomicUsize, writer: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     // Blocks only when the queue is empty: an event after a quiet spell is
     // written (and flushed) at once.
     while let Ok(line) = rx.recv() {
+        pending.fetch_sub(line.len(), Ordering::Relaxed);
         let _ = out.write_all(line.as_bytes());
         let _ = out.write_all(b"\n");
         loop {
             // Flush when the queue is empty: batches under load, prompt when idle.
+            let mut taken = 0;
             while let Ok(more) = rx.try_recv() {
+                taken += more.len();
                 let _ = out.write_all(more.as_bytes());
                 let _ = out.write_all(b"\n");
             }
+            pending.fetch_sub(taken, Ordering::Relaxed);
             let _ = out.flush();
             // While the writer is parked nobody waits on the queue, so
             // sending an event is a plain enqueue. Closing the queue unparks
@@ -424,6 +478,7 @@ fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>) {
             std::thread::park_timeout(BATCH_INTERVAL);
             match rx.try_recv() {
                 Ok(more) => {
+                    pending.fetch_sub(more.len(), Ordering::Relaxed);
                     let _ = out.write_all(more.as_bytes());
                     let _ = out.write_all(b"\n");
                 }
@@ -502,5 +557,84 @@ mod tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), 24, "{now}");
         assert!(humantime::parse_rfc3339(&now).is_ok(), "{now}");
+    }
+
+    /// A destination that holds every write until it is opened, and says
+    /// when the writer first reached it.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Gate {
+        fn wait_entered(&self) {
+            let (lock, cv) = &*self.state;
+            let guard = lock.lock().unwrap();
+            let (guard, timeout) = cv
+                .wait_timeout_while(guard, std::time::Duration::from_secs(10), |(entered, _)| !*entered)
+                .unwrap();
+            assert!(!timeout.timed_out() && guard.0, "the writer never wrote");
+        }
+
+        fn open(&self) {
+            let (lock, cv) = &*self.state;
+            lock.lock().unwrap().1 = true;
+            cv.notify_all();
+        }
+
+        fn lines(&self) -> Vec<String> {
+            let written = self.written.lock().unwrap();
+            String::from_utf8(written.clone()).unwrap().lines().map(str::to_owned).collect()
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.state;
+            let mut guard = lock.lock().unwrap();
+            guard.0 = true;
+            cv.notify_all();
+            let _guard = cv.wait_while(guard, |(_, open)| !*open).unwrap();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_takes_events_again_once_drained() {
+        let gate = Gate::default();
+        // Room for four of the eight-byte messages below.
+        let audit = Audit::start_writer(Box::new(gate.clone()), 35).unwrap();
+        audit.record_lines("first".into(), 1);
+        // The writer holds "first" in a write that does not return.
+        gate.wait_entered();
+        for i in 0..4 {
+            audit.record_lines(format!("queued {i}"), 1);
+        }
+        assert_eq!(audit.dropped(), 0, "four fit");
+        audit.record_lines("a batch\nof\nthree".into(), 3);
+        audit.record_lines("one more".into(), 1);
+        assert_eq!(audit.dropped(), 4, "the queue is full: each event of the messages counted");
+
+        // The destination comes back: everything queued is written, in order.
+        gate.open();
+        let expected = ["first", "queued 0", "queued 1", "queued 2", "queued 3"];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while gate.lines() != expected {
+            assert!(std::time::Instant::now() < deadline, "not drained: {:?}", gate.lines());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // And the queue has room again.
+        for i in 0..4 {
+            audit.record_lines(format!("after {i}"), 1);
+        }
+        drop(audit);
+        assert_eq!(gate.lines().len(), 9, "{:?}", gate.lines());
+        assert_eq!(gate.lines()[8], "after 3");
     }
 }

@@ -787,9 +787,14 @@ fn first_parse_error(e: &cel::ParseErrors) -> (String, Option<(usize, usize)>) {
 /// `all`, `exists_one`, `map`, `filter`): they are local to the macro, not
 /// references to policy variables.
 fn macro_variables(source: &str) -> Vec<String> {
+    // CEL's whitespace (its grammar's WHITESPACE), not Unicode's `\s`: an
+    // ASCII class compiles without the UTF-8 automaton builder and its
+    // 300 KiB table.
     static MACRO: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
-            .ok()
+        regex::Regex::new(
+            r"\.[ \t\n\r\x0C]*(?:all|exists|exists_one|map|filter)[ \t\n\r\x0C]*\([ \t\n\r\x0C]*([A-Za-z_][A-Za-z0-9_]*)[ \t\n\r\x0C]*,",
+        )
+        .ok()
     });
     MACRO
         .as_ref()

@@ -207,6 +207,16 @@ fn macros_may_bind_their_own_variables() {
         compile("rules:\n  - name: r\n    channel: private-{x}\n    allow: token.teams.exists(t, t == x)\n");
     assert!(check(&p, serde_json::json!({"teams": ["a", "b"]}), "private-b").0);
     assert!(!check(&p, serde_json::json!({"teams": ["a"]}), "private-b").0);
+    // With any of CEL's whitespace (space, tab, CR, LF, form feed) around
+    // the macro's parts.
+    for ws in [" ", "\t", "\r\n", "\u{c}", " \n\t "] {
+        let allow = format!("token.teams{ws}.{ws}exists{ws}({ws}t{ws},{ws}t == x)");
+        let quoted = serde_json::to_string(&allow).unwrap();
+        let yaml = format!("rules:\n  - name: r\n    channel: private-{{x}}\n    allow: {quoted}\n");
+        let p = compile(&yaml);
+        assert!(check(&p, serde_json::json!({"teams": ["a", "b"]}), "private-b").0, "{allow:?}");
+        assert!(!check(&p, serde_json::json!({"teams": ["a"]}), "private-b").0, "{allow:?}");
+    }
 }
 
 #[test]
