@@ -30,8 +30,9 @@ use serde::Serialize;
 
 use crate::config::AuditTo;
 
-/// Bytes of lines the queue between requests and the writer thread holds at
-/// most (about 30,000 decision lines).
+/// Bytes of strings (their allocations, not only their text) the queue
+/// between requests and the writer thread holds at most: about 20,000
+/// decision lines.
 const QUEUE_BYTES: usize = 8 << 20;
 
 /// One audit event.
@@ -220,7 +221,8 @@ impl Audit {
 
 /// The sending end of the queue: an unbounded channel (its blocks are
 /// allocated as messages come and freed as the writer takes them) held to
-/// `bound` bytes by a count of the bytes not yet taken.
+/// `bound` bytes by a count of the bytes not yet taken. A message counts
+/// its string's capacity: the bound is on memory held.
 #[derive(Debug)]
 struct Queue {
     tx: Sender<String>,
@@ -240,7 +242,7 @@ impl Queue {
     /// Queues `message`, unless `bound` messages are waiting or the writer
     /// is gone; false if it was not queued.
     fn try_send(&self, message: String) -> bool {
-        let len = message.len();
+        let len = message.capacity();
         let waiting = self.pending.fetch_add(len, Ordering::Relaxed);
         if waiting + len > self.bound {
             self.pending.fetch_sub(len, Ordering::Relaxed);
@@ -459,14 +461,14 @@ fn write_loop(rx: &Receiver<String>, pending: &AtomicUsize, writer: Box<dyn Writ
     // Blocks only when the queue is empty: an event after a quiet spell is
     // written (and flushed) at once.
     while let Ok(line) = rx.recv() {
-        pending.fetch_sub(line.len(), Ordering::Relaxed);
+        pending.fetch_sub(line.capacity(), Ordering::Relaxed);
         let _ = out.write_all(line.as_bytes());
         let _ = out.write_all(b"\n");
         loop {
             // Flush when the queue is empty: batches under load, prompt when idle.
             let mut taken = 0;
             while let Ok(more) = rx.try_recv() {
-                taken += more.len();
+                taken += more.capacity();
                 let _ = out.write_all(more.as_bytes());
                 let _ = out.write_all(b"\n");
             }
@@ -478,7 +480,7 @@ fn write_loop(rx: &Receiver<String>, pending: &AtomicUsize, writer: Box<dyn Writ
             std::thread::park_timeout(BATCH_INTERVAL);
             match rx.try_recv() {
                 Ok(more) => {
-                    pending.fetch_sub(more.len(), Ordering::Relaxed);
+                    pending.fetch_sub(more.capacity(), Ordering::Relaxed);
                     let _ = out.write_all(more.as_bytes());
                     let _ = out.write_all(b"\n");
                 }
@@ -613,8 +615,10 @@ mod tests {
         audit.record_lines("first".into(), 1);
         // The writer holds "first" in a write that does not return.
         gate.wait_entered();
+        // Strings allocated to their length (`format!` may allocate more).
+        let message = |s: String| String::from(s.as_str());
         for i in 0..4 {
-            audit.record_lines(format!("queued {i}"), 1);
+            audit.record_lines(message(format!("queued {i}")), 1);
         }
         assert_eq!(audit.dropped(), 0, "four fit");
         audit.record_lines("a batch\nof\nthree".into(), 3);
@@ -629,9 +633,14 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "not drained: {:?}", gate.lines());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // A short line in a large allocation counts the allocation.
+        let mut roomy = String::with_capacity(64);
+        roomy.push_str("short");
+        audit.record_lines(roomy, 1);
+        assert_eq!(audit.dropped(), 5);
         // And the queue has room again.
         for i in 0..4 {
-            audit.record_lines(format!("after {i}"), 1);
+            audit.record_lines(message(format!("after {i}")), 1);
         }
         drop(audit);
         assert_eq!(gate.lines().len(), 9, "{:?}", gate.lines());
