@@ -133,14 +133,16 @@ pub struct Audit {
 #[derive(Debug)]
 struct Writer {
     tx: Option<Queue>,
-    thread: std::thread::Thread,
     done: std::sync::Mutex<Receiver<()>>,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        drop(self.tx.take());
-        self.thread.unpark();
+        if let Some(queue) = self.tx.take() {
+            let thread = queue.writer.clone();
+            drop(queue);
+            thread.unpark();
+        }
         if let Ok(done) = self.done.lock() {
             let _ = done.recv_timeout(std::time::Duration::from_secs(1));
         }
@@ -177,8 +179,7 @@ impl Audit {
             let _ = done_tx.send(());
         })?;
         let tx = Queue { tx, pending, bound, writer: handle.thread().clone() };
-        let writer =
-            Writer { tx: Some(tx), thread: handle.thread().clone(), done: std::sync::Mutex::new(done) };
+        let writer = Writer { tx: Some(tx), done: std::sync::Mutex::new(done) };
         Ok(Self { writer: Some(Arc::new(writer)), dropped: Arc::new(AtomicU64::new(0)) })
     }
 
