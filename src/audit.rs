@@ -379,31 +379,56 @@ fn static_str(out: &mut String, s: &'static str) {
     out.push('"');
 }
 
-/// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`). The
-/// date and time of day are formatted once per second on each thread.
+/// Now as RFC 3339 with milliseconds (`2026-11-28T17:12:10.123Z`).
 pub(crate) fn now_rfc3339() -> String {
-    thread_local! {
-        /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS.`.
-        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
-    }
-    let now = SystemTime::now();
-    let Ok(since) = now.duration_since(UNIX_EPOCH) else {
-        return humantime::format_rfc3339_millis(now).to_string();
-    };
-    let secs = since.as_secs();
-    let prefix = SECOND.with(|cached| {
-        let (second, prefix) = cached.get();
-        if second == secs {
-            return Some(prefix);
+    Timestamp::now().as_str().to_owned()
+}
+
+/// A time as RFC 3339 with milliseconds, read and formatted without an
+/// allocation: every decision's audit line has one. The date and time of
+/// day are formatted once per second on each thread.
+pub(crate) enum Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    Short([u8; 24]),
+    /// Before 1970 or after 9999: humantime's text.
+    Long(String),
+}
+
+impl Timestamp {
+    /// Now.
+    pub(crate) fn now() -> Self {
+        thread_local! {
+            /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS.`.
+            static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
         }
-        let prefix = second_prefix(secs)?;
-        cached.set((secs, prefix));
-        Some(prefix)
-    });
-    let Some(prefix) = prefix else {
-        return humantime::format_rfc3339_millis(now).to_string();
-    };
-    with_millis(&prefix, since.subsec_millis())
+        let now = SystemTime::now();
+        let Ok(since) = now.duration_since(UNIX_EPOCH) else {
+            return Self::Long(humantime::format_rfc3339_millis(now).to_string());
+        };
+        let secs = since.as_secs();
+        let prefix = SECOND.with(|cached| {
+            let (second, prefix) = cached.get();
+            if second == secs {
+                return Some(prefix);
+            }
+            let prefix = second_prefix(secs)?;
+            cached.set((secs, prefix));
+            Some(prefix)
+        });
+        match prefix {
+            Some(prefix) => Self::Short(with_millis(&prefix, since.subsec_millis())),
+            None => Self::Long(humantime::format_rfc3339_millis(now).to_string()),
+        }
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // ASCII digits and separators.
+            Self::Short(text) => std::str::from_utf8(text).unwrap_or_default(),
+            Self::Long(text) => text,
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` of a unix time, for years up to 9999.
@@ -440,13 +465,13 @@ fn second_prefix(secs: u64) -> Option<[u8; 20]> {
     Some(out)
 }
 
-fn with_millis(prefix: &[u8; 20], millis: u32) -> String {
-    let mut out = String::with_capacity(24);
-    // The prefix is ASCII digits and separators.
-    out.extend(prefix.iter().map(|&b| char::from(b)));
-    let digits = [millis / 100 % 10, millis / 10 % 10, millis % 10];
-    out.extend(digits.iter().filter_map(|&d| char::from_digit(d, 10)));
-    out.push('Z');
+fn with_millis(prefix: &[u8; 20], millis: u32) -> [u8; 24] {
+    let mut out = [b'Z'; 24];
+    out[..20].copy_from_slice(prefix);
+    for (at, digit) in [(20, millis / 100), (21, millis / 10), (22, millis)] {
+        // A decimal digit.
+        out[at] = b'0' + (digit % 10) as u8;
+    }
     out
 }
 
@@ -553,7 +578,8 @@ mod tests {
         for (i, secs) in samples.into_iter().enumerate() {
             let millis = (i as u32 * 37) % 1000;
             let time = UNIX_EPOCH + std::time::Duration::new(secs, millis * 1_000_000 + 999);
-            let ours = second_prefix(secs).map(|p| with_millis(&p, millis));
+            let ours =
+                second_prefix(secs).map(|p| String::from_utf8_lossy(&with_millis(&p, millis)).into_owned());
             assert_eq!(ours, Some(humantime::format_rfc3339_millis(time).to_string()), "{secs}");
         }
         assert_eq!(second_prefix(253_402_300_800), None, "year 10000 goes to humantime");

@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 
 use crate::app::{Gateway, Runtime};
-use crate::audit::{Event, ShadowOutcome, now_rfc3339};
+use crate::audit::{Event, ShadowOutcome, Timestamp};
 use crate::reason::Reason;
 use crate::telemetry::{DecisionLabels, ShadowLabels};
 use error::ApiError;
@@ -276,8 +276,10 @@ fn finish(cx: &Ctx<'_>, outcome: Outcome, latency: std::time::Duration) -> Respo
 /// together.
 fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std::time::Duration) {
     let rt = cx.rt;
-    let audit =
-        rt.audit.enabled().then(|| (now_rfc3339(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
+    let audit = rt
+        .audit
+        .enabled()
+        .then(|| (Timestamp::now(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
     // The request's audit lines, sent to the writer together.
     let mut lines = String::new();
     let mut count = 0;
@@ -328,7 +330,7 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
                 })
                 .collect();
             let event = Event {
-                ts,
+                ts: ts.as_str(),
                 event: "decision",
                 request_id: cx.request_id,
                 kind: d.kind.as_str(),
