@@ -30,6 +30,7 @@
 #                        (the two-core scenario); wrk then shares a core.
 #   PROFILE_CLIENT_CPU   core wrk is pinned to (1)
 #   PROFILE_OUT          where the raw profile is kept (bench/results/profile)
+#   PROFILE_AUDIT=0      audit log off, to see what writing it costs
 #   PROFILE_RATE_LIMIT=1 rate limits on (per IP and per user, limits too high
 #                        to refuse anything), to profile the limiters' cost
 #   CHANNELGATE_BIN      binary to measure (default target/release/channelgate,
@@ -113,6 +114,10 @@ sed "s/@PORT@/$PORT/; s/@ADMIN_PORT@/$ADMIN_PORT/" "$B/configs/$ALG.yaml" >"$RUN
 if [ "${PROFILE_RATE_LIMIT:-0}" = 1 ]; then
   sed -i 's|^rate_limit: .*|rate_limit: { per_ip: 10000000/s, per_ip_burst: 10000000, per_user: 10000/s, per_user_burst: 10000 }|' \
     "$RUN/channelgate.yaml"
+fi
+if [ "${PROFILE_AUDIT:-1}" = 0 ]; then
+  sed -i '/^audit:/,/^  to:/d' "$RUN/channelgate.yaml"
+  echo 'audit: { enabled: false }' >>"$RUN/channelgate.yaml"
 fi
 
 # ---------------------------------------------------------------- start
