@@ -4,11 +4,11 @@
 //! A position-independent executable (kept for ASLR) carries one relocation
 //! per pointer in its read-only data: 44,000 of them, 1 MiB of `.rela.dyn`
 //! that the dynamic loader reads, and so keeps resident, at every start.
-//! Packed, they take 13 KiB; the binary and its resident memory are about
-//! 0.75 MiB smaller and start-up applies them faster (BENCHMARKS.md, issue
-//! #16 round 5). It needs binutils 2.38 or lld 15 to link and glibc 2.36 to
-//! run (Debian 12, the Dockerfile's images); `CHANNELGATE_NO_RELR=1` builds
-//! without it for an older glibc.
+//! Packed, they take 13 KiB: the binary is 1 MB smaller and its resident
+//! memory about 0.75 MiB (BENCHMARKS.md, issue #16 round 5; applying them
+//! takes about as long either way, 0.04 ms). Linking it needs binutils 2.38
+//! or lld 15, running it glibc 2.36 (Debian 12, the Dockerfile's images);
+//! `CHANNELGATE_NO_RELR=1` builds without it for an older glibc.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
