@@ -283,6 +283,19 @@ impl Collector for RuntimeCollector {
             let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
             c.encode(m)?;
         }
+        let (sessions, bytes) = gw.sessions.held();
+        for (name, help, value) in [
+            ("token_cache_sessions", "Verified sessions in the token cache", sessions as u64),
+            (
+                "token_cache_bytes",
+                "Estimated bytes of the token cache's sessions (bounded by max_bytes)",
+                bytes,
+            ),
+        ] {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)?;
+        }
         let statuses = gw.key_status();
         if !statuses.is_empty() {
             let g = ConstGauge::new(0i64);

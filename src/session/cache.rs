@@ -171,6 +171,11 @@ impl<X> TokenCache<X> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The estimated bytes of the sessions held (what `max_bytes` bounds).
+    pub fn weight(&self) -> u64 {
+        self.map.as_ref().map_or(0, |entries| entries.map.weight())
+    }
 }
 
 /// Verifies tokens through a [`TokenCache`].
@@ -198,6 +203,11 @@ impl<X: Send + Sync + 'static> Authenticator<X> {
     /// Cache hits and misses so far.
     pub fn stats(&self) -> (u64, u64) {
         self.cache.stats()
+    }
+
+    /// Sessions cached now, and their estimated bytes.
+    pub fn held(&self) -> (usize, u64) {
+        (self.cache.len(), self.cache.weight())
     }
 
     /// Verifies `token`, from the cache when possible. An unknown `kid` of a

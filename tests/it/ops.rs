@@ -273,6 +273,11 @@ async fn metrics_are_scraped_from_the_admin_listener_only() {
     // (and the malformed token misses).
     assert_eq!(get("channelgate_token_cache_hits_total"), 2.0);
     assert_eq!(get("channelgate_token_cache_misses_total"), 3.0);
+    // The one session cached, weighed by its token (at least the 512
+    // bytes every session is counted, at most the default 4 MiB bound).
+    assert_eq!(get("channelgate_token_cache_sessions"), 1.0);
+    let bytes = get("channelgate_token_cache_bytes");
+    assert!((512.0..=4.0 * 1024.0 * 1024.0).contains(&bytes), "{bytes}");
     assert_eq!(get(&format!(r#"channelgate_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1.0);
     assert_eq!(get("channelgate_ready"), 1.0);
     // Every sample line parses: name{labels} value.
