@@ -69,8 +69,8 @@ enum Repr {
 /// one of these per token (the token cache holds thousands), so a member
 /// is kept in 48 bytes: spans of `u32` and its value's cell.
 struct LazyClaims {
-    /// The object's text, followed by the decoded names of members whose
-    /// names have escapes (rare; all names are then spans of `text`).
+    /// The object's text, followed by the decoded names of the members
+    /// whose names have escapes (rare), so that every name is a span of it.
     text: Box<str>,
     /// The length of the object's text in `text`.
     json_len: u32,
