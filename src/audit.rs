@@ -397,11 +397,17 @@ pub(crate) enum Timestamp {
 impl Timestamp {
     /// Now.
     pub(crate) fn now() -> Self {
+        Self::at(SystemTime::now())
+    }
+
+    /// The time `now` (a request's own reading of the clock: its decisions
+    /// are stamped with the time they were made at, without reading the
+    /// clock again).
+    pub(crate) fn at(now: SystemTime) -> Self {
         thread_local! {
             /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS.`.
             static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
         }
-        let now = SystemTime::now();
         let Ok(since) = now.duration_since(UNIX_EPOCH) else {
             return Self::Long(humantime::format_rfc3339_millis(now).to_string());
         };

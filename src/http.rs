@@ -279,7 +279,7 @@ fn record(cx: &Ctx<'_>, decisions: &[Decided], user: Option<&str>, latency: std:
     let audit = rt
         .audit
         .enabled()
-        .then(|| (Timestamp::now(), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
+        .then(|| (Timestamp::at(cx.now.wall), u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
     // The request's audit lines, sent to the writer together.
     let mut lines = String::new();
     let mut count = 0;

@@ -51,20 +51,24 @@ pub struct Now {
     pub unix: u64,
     /// A monotonic instant.
     pub instant: Instant,
+    /// The wall clock, for the audit line's time.
+    pub wall: SystemTime,
 }
 
 impl Now {
     /// The system clocks now.
     pub fn system() -> Self {
+        let wall = SystemTime::now();
         Self {
-            unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            unix: wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             instant: Instant::now(),
+            wall,
         }
     }
 
     /// `d` later.
     pub fn after(self, d: Duration) -> Self {
-        Self { unix: self.unix + d.as_secs(), instant: self.instant + d }
+        Self { unix: self.unix + d.as_secs(), instant: self.instant + d, wall: self.wall + d }
     }
 }
 

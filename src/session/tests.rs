@@ -1016,7 +1016,7 @@ fn authenticator(
 
 /// The clock at `NOW`.
 fn at_now() -> Now {
-    Now { unix: NOW, instant: std::time::Instant::now() }
+    Now { unix: NOW, instant: std::time::Instant::now(), wall: UNIX_EPOCH + Duration::from_secs(NOW) }
 }
 
 #[test]
