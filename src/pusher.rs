@@ -19,3 +19,4 @@ pub mod sign;
 
 pub use protocol::{ChannelKind, ChannelName, ProtocolError, SocketId};
 pub use sign::{ChannelAuth, MasterKey, MasterKeyError, SignError, Signer, UserAuth};
+pub(crate) use sign::{HmacSha256, hmac_sha256};

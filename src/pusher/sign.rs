@@ -22,7 +22,7 @@ use super::js_json::write_str;
 use super::protocol::{ChannelKind, ChannelName, SocketId};
 use crate::secret::Secret;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// The 32-byte encryption master key used to derive the `shared_secret` of
 /// `private-encrypted-` channels. `Debug` is redacted.
@@ -206,7 +206,7 @@ impl Signer {
 /// HMAC-SHA256 keyed with `key`, built without a fallible constructor: the
 /// key is normalized to one block exactly as RFC 2104 does (hashed if longer
 /// than the block, then zero-padded), which leaves the MAC unchanged.
-fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+pub(crate) fn hmac_sha256(key: &[u8]) -> HmacSha256 {
     let mut block = Key::<HmacSha256>::default();
     if key.len() > block.len() {
         let digest = Sha256::digest(key);

@@ -208,8 +208,9 @@ pub struct Refetch {
     pub kid: Option<String>,
 }
 
-/// Verifies the signature with aws-lc-rs: HMAC directly with the key
-/// prepared at load (compared in constant time by `hmac::verify`), public
+/// Verifies the signature: HS256 with RustCrypto's HMAC state prepared at
+/// load, HS384/HS512 with aws-lc-rs's key (both compare in constant time),
+/// public
 /// keys with the key parsed once per algorithm ([`super::keys::PublicKey`]).
 fn verify_signature(
     alg: Algorithm,
@@ -218,6 +219,12 @@ fn verify_signature(
     signature: Vec<u8>,
 ) -> Result<(), AuthError> {
     match key {
+        // `verify_slice` compares in constant time (`subtle`).
+        VerifyKey::Hs256(key) => {
+            let mut mac = key.clone();
+            hmac::Mac::update(&mut mac, signing_input);
+            hmac::Mac::verify_slice(mac, &signature).map_err(|_| AuthError::InvalidSignature)
+        }
         VerifyKey::Hmac(key) => {
             aws_lc_rs::hmac::verify(key, signing_input, &signature).map_err(|_| AuthError::InvalidSignature)
         }

@@ -161,6 +161,36 @@ fn valid_hmac_token_each_algorithm() {
     }
 }
 
+/// HS256 is checked with a prepared RustCrypto HMAC state (the key
+/// normalized to one block at load), the others with aws-lc-rs: secrets
+/// shorter than, as long as and longer than SHA-256's 64-byte block (a
+/// longer one is hashed first) verify what jsonwebtoken signs, and a
+/// signature one byte short, one byte long or with a bit flipped does not.
+#[test]
+fn hmac_secrets_of_every_length_verify_and_near_misses_do_not() {
+    for len in [1, 31, 63, 64, 65, 100, 128, 200] {
+        let secret: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let v = verifier(settings(KeySet::from_secret(Secret::new(secret.clone())), &[alg]));
+            let token = mint(alg, &EncodingKey::from_secret(&secret).unwrap(), &base_claims());
+            assert!(v.verify_at(&token, NOW).is_ok(), "{alg:?}, {len}-byte secret");
+            let (input, signature) = token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            let mut flipped = signature.clone();
+            flipped[len % signature.len()] ^= 0x10;
+            let short = &signature[..signature.len() - 1];
+            let long = [signature.as_slice(), &[0]].concat();
+            for bad in [flipped.as_slice(), short, &long] {
+                let forged = format!("{input}.{}", b64(bad));
+                assert_eq!(v.verify_at(&forged, NOW), Err(AuthError::InvalidSignature), "{alg:?}, {len}");
+            }
+            let other: Vec<u8> = secret.iter().map(|b| b ^ 1).collect();
+            let wrong = mint(alg, &EncodingKey::from_secret(&other).unwrap(), &base_claims());
+            assert_eq!(v.verify_at(&wrong, NOW), Err(AuthError::InvalidSignature), "{alg:?}, {len}");
+        }
+    }
+}
+
 #[test]
 fn valid_rsa_token_each_algorithm_spki_and_pkcs1() {
     for public in [RSA_PUBLIC_PEM, RSA_PUBLIC_PKCS1_PEM] {
