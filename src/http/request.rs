@@ -31,10 +31,22 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+    match within(timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(_)) => Err(too_large(limit)),
         Err(_) => Err(ApiError::new(Reason::RequestTimeout, "the request body did not arrive in time")),
+    }
+}
+
+/// `fut` within `limit` of its first poll. A body that came in the same
+/// read as its head (nearly every auth request) is ready at once and costs
+/// no timer: `tokio::time::timeout` reads the clock, takes the runtime's
+/// handle and builds a timer entry before it polls anything.
+async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => tokio::time::timeout(limit, fut).await,
     }
 }
 
@@ -152,7 +164,7 @@ where
     {
         return Err(too_large(limit));
     }
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+    let collected = within(timeout, Limited::new(body, limit).collect())
         .await
         .map_err(|_| ApiError::new(Reason::RequestTimeout, "the request body did not arrive in time"))?;
     let bytes = match collected {
@@ -285,6 +297,26 @@ impl<'de> serde::Deserialize<'de> for JsonPairs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ready body takes no timer: this runtime has none, and
+    /// `tokio::time::timeout` would panic in it. A pending one still gets
+    /// its deadline.
+    #[test]
+    fn a_body_ready_at_once_is_read_without_a_timer() {
+        let no_timers = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let body = http_body_util::Full::new(Bytes::from_static(b"socket_id=1.2&channel_name=private-a"));
+        let headers = HeaderMap::from_iter([(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )]);
+        let fields = no_timers.block_on(read(&headers, body, 1024, Duration::from_secs(1))).unwrap();
+        assert_eq!(fields.required("channel_name").unwrap(), "private-a");
+
+        let timers =
+            tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let late = timers.block_on(within(Duration::from_secs(5), std::future::pending::<()>()));
+        assert!(late.is_err());
+    }
 
     #[test]
     fn form_as_pusher_js_sends_it() {
