@@ -132,9 +132,10 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// Rate-limit refusals by scope.
     pub rate_limited: Family<ScopeLabels, Counter>,
-    /// Connections closed by the server before a first request: `per_ip`
+    /// Connections closed by the server for want of a request: `per_ip`
     /// (over `http.max_connections_per_ip`), `no_request` (no complete
-    /// request head within `http.header_read_timeout` of accept).
+    /// request head within `http.header_read_timeout` of accept), `idle`
+    /// (HTTP/1.1: no complete next head within it of the last response).
     pub connections_closed: Family<ReasonLabels, Counter>,
     /// Handles of the series every auth request touches, taken from their
     /// families on first use: a request then updates its counter and
@@ -198,7 +199,7 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_closed",
-            "Connections the server closed before a first request (per-IP cap, no request in time)",
+            "Connections the server closed for want of a request (per-IP cap, no request in time, idle after one)",
             connections_closed.clone(),
         );
         registry.register_collector(Box::new(RuntimeCollector(runtime)));

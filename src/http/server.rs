@@ -10,8 +10,10 @@
 //!   `http.header_read_timeout` of accept, whatever the protocol path (plain
 //!   TCP that sends nothing, TLS that goes silent after the handshake, a
 //!   partial HTTP/2 preface, an HTTP/2 connection that never opens a
-//!   stream); later requests on a connection are bounded by hyper's own
-//!   header timeout (HTTP/1.1) and keep-alive pings (HTTP/2);
+//!   stream); on HTTP/1.1 each later head must arrive within the same time
+//!   of the previous response (the connection's [`Activity`] watchdog, one
+//!   timer per connection rather than hyper's per request); an HTTP/2
+//!   connection that has opened a stream is kept by its keep-alive pings;
 //! - one client address holds at most `http.max_connections_per_ip`
 //!   connections (trusted proxies exempt); beyond it a connection is closed
 //!   at once.
@@ -23,7 +25,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -62,7 +64,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // Each head's deadline is the connection's watchdog (below), not a
+        // timer hyper allocates, arms and cancels for every request.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8 * 1024))
         .keep_alive(true);
     builder
@@ -135,21 +139,14 @@ pub async fn serve(
             Listener::Admin => None,
         };
         let handshake_timeout = settings.tls_handshake_timeout;
-        let first_head_by = accepted + settings.header_read_timeout;
+        let header_read_timeout = settings.header_read_timeout;
+        let first_head_by = accepted + header_read_timeout;
         let mut closing = closing.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
             let metrics_rt = rt.clone();
-            // Set when hyper hands the first request to the service, that
-            // is, once a complete request head has arrived.
-            let seen_request = Arc::new(AtomicBool::new(false));
-            let seen = seen_request.clone();
-            let service = tower::ServiceBuilder::new()
-                .map_request(move |req| {
-                    seen.store(true, Ordering::Relaxed);
-                    req
-                })
-                .service(crate::http::service(rt, peer, role));
+            let activity = Arc::new(Activity::new(accepted));
+            let service = Track { inner: crate::http::service(rt, peer, role), activity: activity.clone() };
             let service = TowerToHyperService::new(service);
             let serve = async move {
                 match acceptor {
@@ -173,18 +170,20 @@ pub async fn serve(
                     }
                 }
             };
-            // From accept to the first complete request head, on every path.
-            let no_request_in_time = async {
-                tokio::time::sleep_until(first_head_by).await;
-                if seen_request.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
             tokio::select! {
                 () = serve => {}
-                () = no_request_in_time => {
-                    tracing::debug!(%peer, "closed: no complete request within header_read_timeout of accept");
-                    metrics_rt.metrics.connections_closed.get_or_create(&ReasonLabels { reason: "no_request" }).inc();
+                idle = activity.watch(first_head_by, header_read_timeout) => {
+                    let reason = match idle {
+                        Idle::NoRequest => {
+                            tracing::debug!(%peer, "closed: no complete request within header_read_timeout of accept");
+                            "no_request"
+                        }
+                        Idle::NextRequest => {
+                            tracing::debug!(%peer, "closed: no complete request within header_read_timeout of the last response");
+                            "idle"
+                        }
+                    };
+                    metrics_rt.metrics.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
                 }
                 _ = closing.wait_for(|closed| *closed) => {}
             }
@@ -205,4 +204,134 @@ pub async fn serve(
 
 fn log_conn_error(peer: SocketAddr, what: &str, e: &(dyn std::error::Error + 'static)) {
     tracing::debug!(%peer, error = %e, "{what} ended with an error");
+}
+
+/// What a connection's watchdog reads, written by its service: requests in
+/// progress, when the last response was handed to hyper, and whether the
+/// connection speaks HTTP/2. (An HTTP/1.1 connection's requests run in its
+/// own task, one at a time; HTTP/2 streams run in tasks of their own, hence
+/// the atomics.)
+struct Activity {
+    /// Accept.
+    origin: Instant,
+    /// Requests whose response has not been handed to hyper yet.
+    busy: AtomicU32,
+    /// Nanoseconds from `origin` to the last response (0: none yet).
+    answered: AtomicU64,
+    /// The first request came over HTTP/2.
+    h2: AtomicBool,
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// No complete request head within the timeout of accept.
+    NoRequest,
+    /// HTTP/1.1: no complete next head within the timeout of the last
+    /// response (an idle keep-alive connection, or slow headers).
+    NextRequest,
+}
+
+impl Activity {
+    fn new(origin: Instant) -> Self {
+        Self { origin, busy: AtomicU32::new(0), answered: AtomicU64::new(0), h2: AtomicBool::new(false) }
+    }
+
+    /// A complete request head reached the service.
+    fn request(&self, version: hyper::Version) {
+        if version == hyper::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The service handed a response to hyper, which writes it at once
+    /// (answers are small): the wait for the next head starts.
+    fn responded(&self) {
+        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.answered.store(since, Ordering::Release);
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Resolves when the connection has waited too long for a request
+    /// head: `first_head_by` for the first, `timeout` after the last
+    /// response for each later one on HTTP/1.1. One timer for the
+    /// connection's life, looked at only when it fires: a request in
+    /// progress then defers it by `timeout` (its body and its work have
+    /// deadlines of their own), so a connection that goes quiet after a
+    /// request that ran across a check is closed up to `timeout` late.
+    async fn watch(&self, first_head_by: Instant, timeout: Duration) -> Idle {
+        let sleep = tokio::time::sleep_until(first_head_by);
+        tokio::pin!(sleep);
+        loop {
+            sleep.as_mut().await;
+            if self.h2.load(Ordering::Relaxed) {
+                // Streams are bounded by their own deadlines, the
+                // connection by hyper's keep-alive pings.
+                return std::future::pending().await;
+            }
+            let now = Instant::now();
+            if self.busy.load(Ordering::Acquire) > 0 {
+                sleep.as_mut().reset(now + timeout);
+                continue;
+            }
+            let answered = self.answered.load(Ordering::Acquire);
+            if answered == 0 {
+                return Idle::NoRequest;
+            }
+            let next_head_by = self.origin + Duration::from_nanos(answered) + timeout;
+            if next_head_by <= now {
+                return Idle::NextRequest;
+            }
+            sleep.as_mut().reset(next_head_by);
+        }
+    }
+}
+
+/// The service of one connection, telling its [`Activity`] when a request
+/// starts and when its response is handed to hyper.
+#[derive(Clone)]
+struct Track<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> tower::Service<hyper::Request<B>> for Track<S>
+where
+    S: tower::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
+        self.activity.request(req.version());
+        Tracked { inner: self.inner.call(req), activity: Some(self.activity.clone()) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future; marks the response on completion.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        activity: Option<Arc<Activity>>,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Some(activity) = this.activity.take() {
+            activity.responded();
+        }
+        std::task::Poll::Ready(out)
+    }
 }

@@ -479,3 +479,71 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let exit = server.terminate(Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 }
+
+/// Reads until `text` has arrived; false when the connection ends first.
+async fn read_until(s: &mut tokio::net::TcpStream, text: &str) -> bool {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(text) {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_must_send_each_head_within_the_header_timeout_of_the_last_response() {
+    let extra = "http:\n  header_read_timeout: 1s\n  request_timeout: 5s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let idle = || {
+        let metrics = gw.runtime.metrics.render();
+        let line =
+            metrics.lines().find(|l| l.starts_with(r#"channelgate_connections_closed_total{reason="idle"}"#));
+        line.and_then(|l| l.rsplit(' ').next()).map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Requests 600 ms apart keep a connection open past its first
+    // timeout: each head arrives within 1 s of the previous response.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for i in 0..3 {
+        s.write_all(HEALTH).await.unwrap();
+        assert!(read_until(&mut s, r#"{"status":"ok"}"#).await, "request {i} was not answered");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(idle(), 0);
+    // Then silence: closed about a second after the last response.
+    let waited = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)).await.0,
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(waited.elapsed() >= Duration::from_millis(200), "closed too early: {:?}", waited.elapsed());
+
+    // Slow headers on a later request: a header line every 300 ms.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(HEALTH).await.unwrap();
+    assert!(read_until(&mut s, r#"{"status":"ok"}"#).await);
+    let answered = Instant::now();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut closed = false;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a slow second head held the connection");
+    assert!(answered.elapsed() < Duration::from_secs(4), "closed late: {:?}", answered.elapsed());
+    // Both are counted as idle, neither as a connection without a request.
+    assert_eq!(idle(), 2);
+    gw.stop().await;
+}
