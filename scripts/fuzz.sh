@@ -16,6 +16,7 @@
 #   FUZZ_SANITIZER   address (default) or none
 #   FUZZ_TARGET_DIR  cargo target dir of the fuzz build (default fuzz/target);
 #                    point it at a kept folder to reuse builds across clones
+#                    (pruned before each build: see prune_stale below)
 #   FUZZ_TARGETS     space-separated subset of targets (default: all)
 #
 # The toolchain is stable; cargo-fuzz needs nightly flags, which
@@ -51,6 +52,37 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cd "$fuzz"
+
+# A target dir kept across clones grows by a whole copy of channelgate and
+# of every fuzz binary (about 1.3 GB) each time their cargo hash changes,
+# which it does from clone to clone; cargo never removes the old copies, and
+# a CI machine ran out of disk that way. Before building, keep only the
+# newest artifact of each of our own crates and binaries (the ones cargo
+# would rebuild anyway); third-party crates stay and are reused. A kept dir
+# still larger than FUZZ_TARGET_DIR_MAX_GB (default 8) is emptied.
+own_names="$(cargo fuzz list | tr '\n' '|')channelgate|channelgate-fuzz|channelgate_fuzz"
+prune_stale() {
+    [[ -d "$target_dir" ]] || return 0
+    local removed
+    # Artifacts are `[lib]NAME-HASH[.ext]` in deps/ and `NAME-HASH/` in
+    # .fingerprint/; newest first, the first of each NAME and .ext is kept.
+    removed="$(find "$target_dir" -mindepth 3 -maxdepth 4 -regextype posix-extended \
+        -regex ".*/(deps|\.fingerprint)/(lib)?($own_names)-[0-9a-f]{16}(\.[a-z]+)?" \
+        -printf '%T@ %p\n' |
+        sort -rn | cut -d' ' -f2- |
+        sed -E 's/^(.*)-[0-9a-f]{16}((\.[a-z]+)?)$/\1\2\t&/' |
+        awk -F'\t' 'seen[$1]++ { print $2 }' |
+        while IFS= read -r stale; do rm -rf -- "$stale" && echo x; done | wc -l)"
+    ((removed == 0)) || echo "fuzz: removed $removed stale build artifacts from $target_dir" >&2
+    local kb max_gb="${FUZZ_TARGET_DIR_MAX_GB:-8}"
+    kb="$(du -sk "$target_dir" | cut -f1)"
+    if ((kb > max_gb * 1024 * 1024)); then
+        echo "fuzz: $target_dir holds $((kb / 1024 / 1024)) GB (over $max_gb); emptying it" >&2
+        rm -rf -- "$target_dir"
+    fi
+}
+prune_stale
+
 build_flags=(-O --sanitizer "$sanitizer" --target-dir "$target_dir")
 start=$SECONDS
 echo "fuzz: building targets (sanitizer: $sanitizer)" >&2
