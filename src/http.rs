@@ -11,6 +11,7 @@
 //! - the `Authorization` header, cookies and bodies are never logged.
 
 pub mod cors;
+mod drain;
 pub mod error;
 pub mod handlers;
 pub mod limit;

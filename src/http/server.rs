@@ -1,6 +1,6 @@
 //! Accepting connections: TCP → (rustls, with a handshake deadline) →
 //! hyper-util's auto HTTP/1.1 + HTTP/2 connection, under a connection cap
-//! and a per-address cap, with graceful shutdown.
+//! and a per-address cap, with graceful shutdown (`drain.rs`).
 //!
 //! Invariants:
 //! - the accept loop never fails because of one connection: errors are
@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -39,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::Runtime;
 use crate::http::Listener;
+use crate::http::drain::{Drain, Ended};
 use crate::http::limit::ConnectionCounts;
 use crate::telemetry::ReasonLabels;
 
@@ -76,14 +76,13 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let per_ip = Arc::new(ConnectionCounts::default());
-    // Tells the connections still open after the drain deadline to close.
+    // Tells open connections to finish, then (after the grace) to close.
     // (Not a JoinSet: a finished task's memory stays allocated until its
     // handle is joined, which after a flood of short connections held
     // megabytes for nothing.)
-    let (close, closing) = tokio::sync::watch::channel(false);
+    let drain = Arc::new(Drain::default());
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_ip = Arc::new(ConnectionCounts::default());
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
 
@@ -133,7 +132,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let rt = runtime.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let handle = drain.open();
         let acceptor = match role {
             Listener::Public => runtime.tls().map(TlsAcceptor::from),
             Listener::Admin => None,
@@ -141,7 +140,6 @@ pub async fn serve(
         let handshake_timeout = settings.tls_handshake_timeout;
         let header_read_timeout = settings.header_read_timeout;
         let first_head_by = accepted + header_read_timeout;
-        let mut closing = closing.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
             let metrics_rt = rt.clone();
@@ -151,26 +149,28 @@ pub async fn serve(
             let serve = async move {
                 match acceptor {
                     Some(acceptor) => {
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return log_conn_error(peer, "tls handshake", &e),
-                            Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),
+                        let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                        let tls = tokio::select! {
+                            r = handshake => match r {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => return log_conn_error(peer, "tls handshake", &e),
+                                Err(_) => return tracing::debug!(%peer, "tls handshake timed out"),
+                            },
+                            () = handle.closed() => return tracing::debug!(%peer, "closed during the tls handshake at the end of the drain grace"),
                         };
                         let conn = builder.serve_connection(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            log_conn_error(peer, "connection", e.as_ref());
-                        }
+                        ended(peer, handle.serve(conn.into_owned()).await);
                     }
                     None => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            log_conn_error(peer, "connection", e.as_ref());
-                        }
+                        ended(peer, handle.serve(conn.into_owned()).await);
                     }
                 }
             };
+            // The connection first: its wake-ups are the common case, and
+            // it registers the task for the drain before the watchdog runs.
             tokio::select! {
+                biased;
                 () = serve => {}
                 idle = activity.watch(first_head_by, header_read_timeout) => {
                     let reason = match idle {
@@ -185,21 +185,31 @@ pub async fn serve(
                     };
                     metrics_rt.metrics.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
                 }
-                _ = closing.wait_for(|closed| *closed) => {}
             }
         });
     }
     drop(listener);
     let grace = runtime.gateway().http.shutdown_grace;
-    tracing::info!(listener = ?role, open = graceful.count(), "listener closed; draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!(listener = ?role, "all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(listener = ?role, "drain deadline passed; closing the connections still open"),
-    }
-    let _ = close.send(true);
+    tracing::info!(listener = ?role, open = drain.count(), "listener closed; draining connections");
+    drain.drain();
     // Every connection holds a slot: all slots back means all closed.
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
+    match tokio::time::timeout(grace, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!(listener = ?role, "all connections closed"),
+        Err(_) => {
+            tracing::warn!(listener = ?role, open = drain.count(), "drain deadline passed; closing the connections still open");
+            drain.close();
+            let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
+        }
+    }
+}
+
+fn ended(peer: SocketAddr, ended: Ended<Box<dyn std::error::Error + Send + Sync>>) {
+    match ended {
+        Ended::Done(Ok(())) => {}
+        Ended::Done(Err(e)) => log_conn_error(peer, "connection", e.as_ref()),
+        Ended::Closed => tracing::debug!(%peer, "closed at the end of the drain grace"),
+    }
 }
 
 fn log_conn_error(peer: SocketAddr, what: &str, e: &(dyn std::error::Error + 'static)) {

@@ -242,6 +242,60 @@ async fn shutdown_lets_an_in_flight_request_finish() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once_and_a_stuck_one_at_the_grace() {
+    let extra = "http:\n  shutdown_delay: 0s\n  shutdown_grace: 2s\n";
+    let gw = Full::start(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let t = token("alice", json!({}));
+    let body = "socket_id=1234.5678&channel_name=private-user-alice";
+    let head = format!(
+        "POST /pusher/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // Three idle keep-alive connections, each after one answered request.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        idle.push(s);
+    }
+    // One whose body never completes.
+    let mut stuck = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stuck.write_all(head.as_bytes()).await.unwrap();
+    stuck.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let AdminGateway { stop, task, dir, .. } = gw.0;
+    let asked = std::time::Instant::now();
+    let _ = stop.unwrap().send(());
+    for mut s in idle {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
+            .await
+            .expect("an idle keep-alive connection was not closed within 1 s of shutdown")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without another byte");
+    }
+    // The stuck request is waited for until the grace ends, then cut.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stuck.read(&mut buf))
+        .await
+        .expect("the stuck connection was not closed at the end of the grace")
+        .unwrap_or(0);
+    let waited = asked.elapsed();
+    assert_eq!(n, 0);
+    assert!(waited >= Duration::from_millis(1800), "cut after {waited:?}, before the 2 s grace");
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("run() did not finish after the grace")
+        .unwrap()
+        .unwrap();
+    drop(dir);
+}
+
+#[tokio::test]
 async fn metrics_are_scraped_from_the_admin_listener_only() {
     let gw = Full::start(Setup::default()).await;
     let t = token("alice", json!({}));
