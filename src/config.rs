@@ -423,6 +423,12 @@ pub struct HttpSettings {
     /// counted from accept (TCP, TLS handshake, HTTP/2 preface and settings)
     /// to the first complete request head.
     pub header_read_timeout: Duration,
+    /// HTTP/1.1 keep-alive: time from each response to the next complete
+    /// request head; an idle connection is closed then. Longer than the
+    /// idle timeout of the proxies in front (60 s for nginx's upstream
+    /// keep-alive and AWS load balancers), or they may send a request on a
+    /// connection just as it closes and answer their client 502.
+    pub keep_alive_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
@@ -450,6 +456,7 @@ impl Default for HttpSettings {
             user_auth_path: "/pusher/user-auth".into(),
             max_body_bytes: 8 * 1024,
             header_read_timeout: Duration::from_secs(5),
+            keep_alive_timeout: Duration::from_secs(75),
             request_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,

@@ -376,6 +376,8 @@ pub(crate) struct Http {
     #[serde(default)]
     pub(crate) header_read_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    pub(crate) keep_alive_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     pub(crate) request_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) tls_handshake_timeout: Option<Spanned<String>>,

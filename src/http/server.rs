@@ -10,10 +10,11 @@
 //!   `http.header_read_timeout` of accept, whatever the protocol path (plain
 //!   TCP that sends nothing, TLS that goes silent after the handshake, a
 //!   partial HTTP/2 preface, an HTTP/2 connection that never opens a
-//!   stream); on HTTP/1.1 each later head must arrive within the same time
-//!   of the previous response (the connection's [`Activity`] watchdog, one
-//!   timer per connection rather than hyper's per request); an HTTP/2
-//!   connection that has opened a stream is kept by its keep-alive pings;
+//!   stream); on HTTP/1.1 each later head must arrive within
+//!   `http.keep_alive_timeout` of the previous response (the connection's
+//!   [`Activity`] watchdog, one timer per connection rather than hyper's per
+//!   request); an HTTP/2 connection that has opened a stream is kept by its
+//!   keep-alive pings;
 //! - one client address holds at most `http.max_connections_per_ip`
 //!   connections (trusted proxies exempt); beyond it a connection is closed
 //!   at once.
@@ -139,6 +140,7 @@ pub async fn serve(
         };
         let handshake_timeout = settings.tls_handshake_timeout;
         let header_read_timeout = settings.header_read_timeout;
+        let keep_alive_timeout = settings.keep_alive_timeout;
         let first_head_by = accepted + header_read_timeout;
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
@@ -172,14 +174,14 @@ pub async fn serve(
             tokio::select! {
                 biased;
                 () = serve => {}
-                idle = activity.watch(first_head_by, header_read_timeout) => {
+                idle = activity.watch(first_head_by, header_read_timeout, keep_alive_timeout) => {
                     let reason = match idle {
                         Idle::NoRequest => {
                             tracing::debug!(%peer, "closed: no complete request within header_read_timeout of accept");
                             "no_request"
                         }
                         Idle::NextRequest => {
-                            tracing::debug!(%peer, "closed: no complete request within header_read_timeout of the last response");
+                            tracing::debug!(%peer, "closed: no complete request within keep_alive_timeout of the last response");
                             "idle"
                         }
                     };
@@ -237,8 +239,8 @@ struct Activity {
 enum Idle {
     /// No complete request head within the timeout of accept.
     NoRequest,
-    /// HTTP/1.1: no complete next head within the timeout of the last
-    /// response (an idle keep-alive connection, or slow headers).
+    /// HTTP/1.1: no complete next head within the keep-alive timeout of
+    /// the last response (an idle keep-alive connection, or slow headers).
     NextRequest,
 }
 
@@ -264,13 +266,13 @@ impl Activity {
     }
 
     /// Resolves when the connection has waited too long for a request
-    /// head: `first_head_by` for the first, `timeout` after the last
+    /// head: `first_head_by` for the first, `keep_alive` after the last
     /// response for each later one on HTTP/1.1. One timer for the
     /// connection's life, looked at only when it fires: a request in
-    /// progress then defers it by `timeout` (its body and its work have
+    /// progress then defers it by `recheck` (its body and its work have
     /// deadlines of their own), so a connection that goes quiet after a
-    /// request that ran across a check is closed up to `timeout` late.
-    async fn watch(&self, first_head_by: Instant, timeout: Duration) -> Idle {
+    /// request that ran across a check is closed up to `recheck` late.
+    async fn watch(&self, first_head_by: Instant, recheck: Duration, keep_alive: Duration) -> Idle {
         let sleep = tokio::time::sleep_until(first_head_by);
         tokio::pin!(sleep);
         loop {
@@ -282,14 +284,14 @@ impl Activity {
             }
             let now = Instant::now();
             if self.busy.load(Ordering::Acquire) > 0 {
-                sleep.as_mut().reset(now + timeout);
+                sleep.as_mut().reset(now + recheck);
                 continue;
             }
             let answered = self.answered.load(Ordering::Acquire);
             if answered == 0 {
                 return Idle::NoRequest;
             }
-            let next_head_by = self.origin + Duration::from_nanos(answered) + timeout;
+            let next_head_by = self.origin + Duration::from_nanos(answered) + keep_alive;
             if next_head_by <= now {
                 return Idle::NextRequest;
             }

@@ -76,6 +76,17 @@ fn yaml_mistakes_say_where_the_key_belongs_and_name_tabs_and_duplicates() {
 }
 
 #[test]
+fn a_keep_alive_timeout_of_zero_is_refused_with_the_value_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "http:\n  keep_alive_timeout: 0s\n";
+    let path = write_config(dir.path(), &Setup { extra_config: extra.into(), ..Setup::default() });
+    let (code, _, err) = check(&path, &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("http.keep_alive_timeout must be longer than 0"), "{err}");
+    assert!(err.contains("longer than the idle timeout of the proxy in front"), "{err}");
+}
+
+#[test]
 fn cel_mistakes_fail_check_at_the_allow_line_with_a_caret_and_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let policy = "rules:\n  - name: own\n    channel: private-user-{user}\n    allow: user = token.sub\n  - name: rooms\n    channel: private-room-{room}\n    allow: token.rooms.includes(room)\n  - name: both\n    channel: private-both-{x}\n    allow: x == token.sub and true\n";

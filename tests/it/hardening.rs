@@ -494,8 +494,33 @@ async fn read_until(s: &mut tokio::net::TcpStream, text: &str) -> bool {
 }
 
 #[tokio::test]
-async fn a_keep_alive_connection_must_send_each_head_within_the_header_timeout_of_the_last_response() {
-    let extra = "http:\n  header_read_timeout: 1s\n  request_timeout: 5s\n";
+async fn a_keep_alive_connection_idle_past_the_header_timeout_is_kept_for_the_next_request() {
+    // Proxies (nginx upstream keep-alive, AWS load balancers: 60 s idle)
+    // reuse a connection long after its last answer; a server that closes
+    // it sooner races their next request, which they answer 502. The
+    // header timeout bounds only the first head; later ones have the
+    // keep-alive timeout (default 75 s).
+    let extra = "http:\n  header_read_timeout: 1s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(HEALTH).await.unwrap();
+    assert!(read_until(&mut s, r#"{"status":"ok"}"#).await);
+    // Idle for more than twice the header timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.write_all(HEALTH).await.unwrap();
+    assert!(read_until(&mut s, r#"{"status":"ok"}"#).await, "the idle keep-alive connection was closed");
+    let metrics = gw.runtime.metrics.render();
+    assert!(
+        !metrics.lines().any(|l| l.starts_with(r#"channelgate_connections_closed_total{reason="idle"}"#)),
+        "no idle close was counted"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_must_send_each_head_within_the_keep_alive_timeout_of_the_last_response() {
+    let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n  request_timeout: 5s\n";
     let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
     let idle = || {
         let metrics = gw.runtime.metrics.render();

@@ -73,6 +73,16 @@ pub(super) fn settings(cx: &mut Ctx<'_>, raw: Option<&raw::Http>) -> HttpSetting
         }
         http.header_read_timeout =
             cx.duration("http.header_read_timeout", &h.header_read_timeout, http.header_read_timeout);
+        http.keep_alive_timeout =
+            cx.duration("http.keep_alive_timeout", &h.keep_alive_timeout, http.keep_alive_timeout);
+        if let Some(v) = h.keep_alive_timeout.as_ref().filter(|_| http.keep_alive_timeout.is_zero()) {
+            cx.hint(
+                v,
+                "http.keep_alive_timeout must be longer than 0",
+                "write e.g. `75s`: longer than the idle timeout of the proxy in front",
+            );
+            http.keep_alive_timeout = HttpSettings::default().keep_alive_timeout;
+        }
         http.request_timeout = cx.duration("http.request_timeout", &h.request_timeout, http.request_timeout);
         http.tls_handshake_timeout =
             cx.duration("http.tls_handshake_timeout", &h.tls_handshake_timeout, http.tls_handshake_timeout);
