@@ -56,24 +56,27 @@ cd "$fuzz"
 # A target dir kept across clones grows by a whole copy of channelgate and
 # of every fuzz binary (about 1.3 GB) each time their cargo hash changes,
 # which it does from clone to clone; cargo never removes the old copies, and
-# a CI machine ran out of disk that way. Before building, keep only the
-# newest artifact of each of our own crates and binaries (the ones cargo
-# would rebuild anyway); third-party crates stay and are reused. A kept dir
-# still larger than FUZZ_TARGET_DIR_MAX_GB (default 8) is emptied.
+# a CI machine ran out of disk that way. Before and after building, keep only
+# the newest artifact of each of our own crates and binaries in deps/ (the
+# ones cargo rebuilds when channelgate changes; a missing one is rebuilt);
+# third-party crates and .fingerprint/ (small) stay. A kept dir still larger
+# than FUZZ_TARGET_DIR_MAX_GB (default 8) is emptied before building.
 own_names="$(cargo fuzz list | tr '\n' '|')channelgate|channelgate-fuzz|channelgate_fuzz"
 prune_stale() {
     [[ -d "$target_dir" ]] || return 0
     local removed
-    # Artifacts are `[lib]NAME-HASH[.ext]` in deps/ and `NAME-HASH/` in
-    # .fingerprint/; newest first, the first of each NAME and .ext is kept.
+    # Artifacts are `[lib]NAME-HASH[.ext]` in deps/; newest first, the
+    # first of each NAME and .ext is kept. (Not .fingerprint/: one package
+    # has a fingerprint per binary there, all under the package's name.)
     removed="$(find "$target_dir" -mindepth 3 -maxdepth 4 -regextype posix-extended \
-        -regex ".*/(deps|\.fingerprint)/(lib)?($own_names)-[0-9a-f]{16}(\.[a-z]+)?" \
+        -regex ".*/deps/(lib)?($own_names)-[0-9a-f]{16}(\.[a-z]+)?" \
         -printf '%T@ %p\n' |
         sort -rn | cut -d' ' -f2- |
         sed -E 's/^(.*)-[0-9a-f]{16}((\.[a-z]+)?)$/\1\2\t&/' |
         awk -F'\t' 'seen[$1]++ { print $2 }' |
         while IFS= read -r stale; do rm -rf -- "$stale" && echo x; done | wc -l)"
     ((removed == 0)) || echo "fuzz: removed $removed stale build artifacts from $target_dir" >&2
+    [[ ${1:-} == before ]] || return 0
     local kb max_gb="${FUZZ_TARGET_DIR_MAX_GB:-8}"
     kb="$(du -sk "$target_dir" | cut -f1)"
     if ((kb > max_gb * 1024 * 1024)); then
@@ -81,13 +84,14 @@ prune_stale() {
         rm -rf -- "$target_dir"
     fi
 }
-prune_stale
+prune_stale before
 
 build_flags=(-O --sanitizer "$sanitizer" --target-dir "$target_dir")
 start=$SECONDS
 echo "fuzz: building targets (sanitizer: $sanitizer)" >&2
 nice cargo fuzz build "${build_flags[@]}" >&2
 echo "fuzz: built in $((SECONDS - start)) s" >&2
+prune_stale after
 
 # Run the binaries just built (not `cargo fuzz run`, which would rebuild
 # first whenever the main crate changed in the meantime).
