@@ -135,8 +135,8 @@ pub struct Metrics {
     /// Connections closed by the server for want of a request: `per_ip`
     /// (over `http.max_connections_per_ip`), `no_request` (no complete
     /// request head within `http.header_read_timeout` of accept), `idle`
-    /// (HTTP/1.1: no complete next head within `http.keep_alive_timeout`
-    /// of the last response).
+    /// (no complete next head, HTTP/1.1, or no stream, HTTP/2, within
+    /// `http.keep_alive_timeout` of the last response).
     pub connections_closed: Family<ReasonLabels, Counter>,
     /// Handles of the series every auth request touches, taken from their
     /// families on first use: a request then updates its counter and

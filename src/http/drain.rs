@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
 
-const SERVING: u8 = 0;
+// The state: 0 (serving, the default), then DRAINING, then CLOSING.
 const DRAINING: u8 = 1;
 const CLOSING: u8 = 2;
 
@@ -42,7 +42,7 @@ impl Drain {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let waker = Arc::new(AtomicWaker::new());
         self.open.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waker.clone());
-        Conn { drain: self.clone(), id, waker }
+        Conn { drain: self.clone(), id, waker, retire: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Connections open now.
@@ -78,6 +78,21 @@ pub(crate) struct Conn {
     drain: Arc<Drain>,
     id: u64,
     waker: Arc<AtomicWaker>,
+    retire: Arc<AtomicBool>,
+}
+
+/// Asks one connection to finish gracefully, as a drain does (an HTTP/2
+/// connection idle too long: GOAWAY, then closed once no stream is open).
+pub(crate) struct Retire {
+    waker: Arc<AtomicWaker>,
+    retire: Arc<AtomicBool>,
+}
+
+impl Retire {
+    pub(crate) fn retire(&self) {
+        self.retire.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 impl Conn {
@@ -85,6 +100,11 @@ impl Conn {
     fn state(&self, cx: &Context<'_>) -> u8 {
         self.waker.register(cx.waker());
         self.drain.state.load(Ordering::Acquire)
+    }
+
+    /// A handle that asks this connection alone to finish gracefully.
+    pub(crate) fn retirer(&self) -> Retire {
+        Retire { waker: self.waker.clone(), retire: self.retire.clone() }
     }
 
     /// Resolves when the listener closes its connections (for the steps
@@ -129,14 +149,13 @@ impl<C: GracefulConnection> Future for Serve<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match this.handle.state(cx) {
-            SERVING => {}
-            DRAINING if this.asked => {}
-            DRAINING => {
-                this.asked = true;
-                this.conn.as_mut().graceful_shutdown();
-            }
-            _ => return Poll::Ready(Ended::Closed),
+        let state = this.handle.state(cx);
+        if state >= CLOSING {
+            return Poll::Ready(Ended::Closed);
+        }
+        if !this.asked && (state == DRAINING || this.handle.retire.load(Ordering::Acquire)) {
+            this.asked = true;
+            this.conn.as_mut().graceful_shutdown();
         }
         this.conn.as_mut().poll(cx).map(Ended::Done)
     }
@@ -244,6 +263,36 @@ mod tests {
         // the protocol with an error, logged at debug.)
         assert!(matches!(ended(served).await, Ended::Done(_)), "ended by the drain, not closed");
         assert_eq!(read_to_end(&mut client).await, "");
+    }
+
+    #[tokio::test]
+    async fn retiring_one_connection_ends_it_gracefully_and_leaves_the_others() {
+        let drain = Arc::new(Drain::default());
+        let (mut idle, idle_served) = {
+            let handle = drain.open();
+            let retire = handle.retirer();
+            let (client, served) = serve(handle);
+            tokio::task::yield_now().await;
+            (client, (served, retire))
+        };
+        let (mut other, other_served) = serve(drain.open());
+        for c in [&mut idle, &mut other] {
+            c.write_all(GET).await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        let (served, retire) = idle_served;
+        retire.retire();
+        assert!(matches!(ended(served).await, Ended::Done(Ok(()))));
+        assert_eq!(read_to_end(&mut idle).await, "");
+        // The other connection still serves.
+        other.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = other.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        assert!(!other_served.is_finished());
+        assert_eq!(drain.count(), 1);
     }
 
     #[tokio::test]

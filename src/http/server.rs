@@ -13,8 +13,9 @@
 //!   stream); on HTTP/1.1 each later head must arrive within
 //!   `http.keep_alive_timeout` of the previous response (the connection's
 //!   [`Activity`] watchdog, one timer per connection rather than hyper's per
-//!   request); an HTTP/2 connection that has opened a stream is kept by its
-//!   keep-alive pings;
+//!   request); an HTTP/2 connection is sent GOAWAY when no stream has been
+//!   in progress for `http.keep_alive_timeout` (and cut if still open a
+//!   header timeout later); a dead HTTP/2 peer is found by keep-alive pings;
 //! - one client address holds at most `http.max_connections_per_ip`
 //!   connections (trusted proxies exempt); beyond it a connection is closed
 //!   at once.
@@ -148,6 +149,7 @@ pub async fn serve(
             let activity = Arc::new(Activity::new(accepted));
             let service = Track { inner: crate::http::service(rt, peer, role), activity: activity.clone() };
             let service = TowerToHyperService::new(service);
+            let retire = handle.retirer();
             let serve = async move {
                 match acceptor {
                     Some(acceptor) => {
@@ -171,9 +173,10 @@ pub async fn serve(
             };
             // The connection first: its wake-ups are the common case, and
             // it registers the task for the drain before the watchdog runs.
+            tokio::pin!(serve);
             tokio::select! {
                 biased;
-                () = serve => {}
+                () = &mut serve => {}
                 idle = activity.watch(first_head_by, header_read_timeout, keep_alive_timeout) => {
                     let reason = match idle {
                         Idle::NoRequest => {
@@ -184,8 +187,21 @@ pub async fn serve(
                             tracing::debug!(%peer, "closed: no complete request within keep_alive_timeout of the last response");
                             "idle"
                         }
+                        Idle::NoStream => {
+                            tracing::debug!(%peer, "closing: HTTP/2 without a stream for keep_alive_timeout (GOAWAY)");
+                            "idle"
+                        }
                     };
                     metrics_rt.metrics.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
+                    if idle == Idle::NoStream {
+                        // hyper sends GOAWAY, so the client opens its next
+                        // stream elsewhere, and closes once none is open; a
+                        // peer that keeps it open is cut after the header timeout.
+                        retire.retire();
+                        if tokio::time::timeout(header_read_timeout, &mut serve).await.is_err() {
+                            tracing::debug!(%peer, "closed: HTTP/2 connection still open after GOAWAY");
+                        }
+                    }
                 }
             }
         });
@@ -242,6 +258,9 @@ enum Idle {
     /// HTTP/1.1: no complete next head within the keep-alive timeout of
     /// the last response (an idle keep-alive connection, or slow headers).
     NextRequest,
+    /// HTTP/2: no stream in progress and none opened within the keep-alive
+    /// timeout of the last response (the connection is sent GOAWAY).
+    NoStream,
 }
 
 impl Activity {
@@ -258,16 +277,17 @@ impl Activity {
     }
 
     /// The service handed a response to hyper, which writes it at once
-    /// (answers are small): the wait for the next head starts.
+    /// (answers are small): the wait for the next head starts. (The
+    /// request stops counting as in progress when its [`InFlight`] drops.)
     fn responded(&self) {
         let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
         self.answered.store(since, Ordering::Release);
-        self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Resolves when the connection has waited too long for a request
     /// head: `first_head_by` for the first, `keep_alive` after the last
-    /// response for each later one on HTTP/1.1. One timer for the
+    /// response for each later one on HTTP/1.1 (on HTTP/2: for the next
+    /// stream, when none is in progress). One timer for the
     /// connection's life, looked at only when it fires: a request in
     /// progress then defers it by `recheck` (its body and its work have
     /// deadlines of their own), so a connection that goes quiet after a
@@ -277,11 +297,6 @@ impl Activity {
         tokio::pin!(sleep);
         loop {
             sleep.as_mut().await;
-            if self.h2.load(Ordering::Relaxed) {
-                // Streams are bounded by their own deadlines, the
-                // connection by hyper's keep-alive pings.
-                return std::future::pending().await;
-            }
             let now = Instant::now();
             if self.busy.load(Ordering::Acquire) > 0 {
                 sleep.as_mut().reset(now + recheck);
@@ -293,7 +308,9 @@ impl Activity {
             }
             let next_head_by = self.origin + Duration::from_nanos(answered) + keep_alive;
             if next_head_by <= now {
-                return Idle::NextRequest;
+                // (Streams are bounded by their own deadlines; a dead
+                // HTTP/2 peer by hyper's keep-alive pings.)
+                return if self.h2.load(Ordering::Relaxed) { Idle::NoStream } else { Idle::NextRequest };
             }
             sleep.as_mut().reset(next_head_by);
         }
@@ -322,7 +339,7 @@ where
 
     fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
         self.activity.request(req.version());
-        Tracked { inner: self.inner.call(req), activity: Some(self.activity.clone()) }
+        Tracked { inner: self.inner.call(req), in_flight: Some(InFlight(self.activity.clone())) }
     }
 }
 
@@ -331,7 +348,18 @@ pin_project_lite::pin_project! {
     struct Tracked<F> {
         #[pin]
         inner: F,
-        activity: Option<Arc<Activity>>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// A request in progress; dropped when its response is handed to hyper,
+/// or when hyper drops the request (an HTTP/2 stream the client reset), so
+/// an abandoned stream does not keep its connection busy for ever.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -341,9 +369,50 @@ impl<F: Future> Future for Tracked<F> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
-        if let Some(activity) = this.activity.take() {
-            activity.responded();
+        if let Some(in_flight) = this.in_flight.take() {
+            in_flight.0.responded();
         }
         std::task::Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::convert::Infallible;
+
+    use tower::Service;
+
+    /// A service whose answer never comes.
+    fn never() -> impl tower::Service<hyper::Request<()>, Response = (), Error = Infallible, Future: Unpin> {
+        tower::service_fn(|_req: hyper::Request<()>| std::future::pending::<Result<(), Infallible>>())
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_answer_no_longer_counts_as_in_progress() {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let mut track = Track { inner: never(), activity: activity.clone() };
+        let first = track.call(hyper::Request::new(()));
+        let second = track.call(hyper::Request::new(()));
+        assert_eq!(activity.busy.load(Ordering::Acquire), 2);
+        // hyper drops a stream's future when the client resets it.
+        drop(first);
+        assert_eq!(activity.busy.load(Ordering::Acquire), 1);
+        drop(second);
+        assert_eq!(activity.busy.load(Ordering::Acquire), 0);
+        assert_eq!(activity.answered.load(Ordering::Acquire), 0, "no answer was recorded");
+    }
+
+    #[tokio::test]
+    async fn an_answered_request_records_its_answer_and_stops_counting() {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let inner = tower::service_fn(|_req: hyper::Request<()>| async { Ok::<_, Infallible>(()) });
+        let mut track = Track { inner, activity: activity.clone() };
+        let fut = track.call(hyper::Request::new(()));
+        assert_eq!(activity.busy.load(Ordering::Acquire), 1);
+        fut.await.unwrap();
+        assert_eq!(activity.busy.load(Ordering::Acquire), 0);
+        assert!(activity.answered.load(Ordering::Acquire) > 0);
     }
 }

@@ -519,6 +519,80 @@ async fn a_keep_alive_connection_idle_past_the_header_timeout_is_kept_for_the_ne
 }
 
 #[tokio::test]
+async fn an_http2_connection_without_a_stream_for_the_keep_alive_timeout_gets_goaway_and_closes() {
+    // Before, an HTTP/2 connection that had opened one stream was kept for
+    // as long as its peer answered pings: browsers that keep their
+    // sessions filled the connection cap.
+    let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let health = || {
+        hyper::Request::get(format!("http://{}/healthz", gw.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Streams 600 ms apart keep it open past its first timeout.
+    for i in 0..3 {
+        let resp = sender.send_request(health()).await.unwrap_or_else(|e| panic!("stream {i}: {e}"));
+        assert_eq!(resp.status(), 200, "stream {i}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // Then no stream: GOAWAY and a close about a second after the last answer.
+    let quiet = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
+    assert!(quiet.elapsed() >= Duration::from_millis(200), "closed too early: {:?}", quiet.elapsed());
+    assert!(sender.send_request(health()).await.is_err(), "the closed connection took a stream");
+    let metrics = gw.runtime.metrics.render();
+    assert!(
+        metrics.lines().any(|l| l == r#"channelgate_connections_closed_total{reason="idle"} 1"#),
+        "counted as idle:\n{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_stream_the_client_resets_does_not_keep_its_connection_busy() {
+    let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n  request_timeout: 30s\n";
+    let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let health = hyper::Request::get(format!("http://{}/healthz", gw.addr))
+        .body(http_body_util::Either::Left(http_body_util::Empty::<bytes::Bytes>::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(health).await.unwrap().status(), 200);
+    // A request whose body never comes (the server waits up to the 30 s
+    // request timeout), then reset by the client.
+    let never =
+        futures_util::stream::pending::<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>();
+    let auth = hyper::Request::post(format!("http://{}/pusher/auth", gw.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Either::Right(http_body_util::StreamBody::new(never)))
+        .unwrap();
+    let pending = tokio::spawn(sender.send_request(auth));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pending.abort();
+    // Idle from then on: GOAWAY and closed within about a second, not
+    // after the abandoned request's 30 s.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the reset stream kept the HTTP/2 connection busy");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_keep_alive_connection_must_send_each_head_within_the_keep_alive_timeout_of_the_last_response() {
     let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n  request_timeout: 5s\n";
     let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
