@@ -518,6 +518,26 @@ async fn a_keep_alive_connection_idle_past_the_header_timeout_is_kept_for_the_ne
     gw.stop().await;
 }
 
+/// An HTTP/2 client connection (prior knowledge) to `addr`, and the task
+/// that drives it, which ends when the connection closes.
+async fn h2_connect<B>(
+    addr: std::net::SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<B>, tokio::task::JoinHandle<hyper::Result<()>>)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 #[tokio::test]
 async fn an_http2_connection_without_a_stream_for_the_keep_alive_timeout_gets_goaway_and_closes() {
     // Before, an HTTP/2 connection that had opened one stream was kept for
@@ -525,14 +545,7 @@ async fn an_http2_connection_without_a_stream_for_the_keep_alive_timeout_gets_go
     // sessions filled the connection cap.
     let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n";
     let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(gw.addr).await;
     let health = || {
         hyper::Request::get(format!("http://{}/healthz", gw.addr))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -562,14 +575,7 @@ async fn an_http2_connection_without_a_stream_for_the_keep_alive_timeout_gets_go
 async fn an_http2_stream_the_client_resets_does_not_keep_its_connection_busy() {
     let extra = "http:\n  header_read_timeout: 1s\n  keep_alive_timeout: 1s\n  request_timeout: 30s\n";
     let gw = Gateway::with(Setup { extra_config: extra.into(), ..Setup::default() }).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(gw.addr).await;
     let health = hyper::Request::get(format!("http://{}/healthz", gw.addr))
         .body(http_body_util::Either::Left(http_body_util::Empty::<bytes::Bytes>::new()))
         .unwrap();
