@@ -118,7 +118,7 @@ impl Conn {
     /// finish gracefully, and when the listener closes, drops it (which
     /// closes the socket).
     pub(crate) fn serve<C: GracefulConnection>(self, conn: C) -> Serve<C> {
-        Serve { conn: Box::pin(conn), handle: self, asked: false }
+        Serve { conn, handle: self, asked: false }
     }
 }
 
@@ -137,27 +137,30 @@ pub(crate) enum Ended<E> {
     Closed,
 }
 
-/// The future of [`Conn::serve`].
-pub(crate) struct Serve<C> {
-    conn: Pin<Box<C>>,
-    handle: Conn,
-    asked: bool,
+pin_project_lite::pin_project! {
+    /// The future of [`Conn::serve`].
+    pub(crate) struct Serve<C> {
+        #[pin]
+        conn: C,
+        handle: Conn,
+        asked: bool,
+    }
 }
 
 impl<C: GracefulConnection> Future for Serve<C> {
     type Output = Ended<C::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        let mut this = self.project();
         let state = this.handle.state(cx);
         if state >= CLOSING {
             return Poll::Ready(Ended::Closed);
         }
-        if !this.asked && (state == DRAINING || this.handle.retire.load(Ordering::Acquire)) {
-            this.asked = true;
+        if !*this.asked && (state == DRAINING || this.handle.retire.load(Ordering::Acquire)) {
+            *this.asked = true;
             this.conn.as_mut().graceful_shutdown();
         }
-        this.conn.as_mut().poll(cx).map(Ended::Done)
+        this.conn.poll(cx).map(Ended::Done)
     }
 }
 
